@@ -1,0 +1,35 @@
+/// The `magnet` command line: one Argu union per command, one file per command.
+module MagnetWhisper.Cli.Program
+
+open System
+open Argu
+open MagnetWhisper.Cli.Commands
+
+[<HelpFlags("--help", "-h")>]
+type Command =
+    | [<CliPrefix(CliPrefix.None)>] Doctor of ParseResults<Doctor.DoctorArgs>
+    | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.BenchArgs>
+    interface IArgParserTemplate with
+        member c.Usage =
+            match c with
+            | Doctor _ -> "report TorchSharp, libtorch, the libstdc++ remedy, devices and optional tools."
+            | Demo _ -> "run the built-in demonstration on synthetic data."
+            | Bench _ -> "measure speed: downsample, encoder, transcribe."
+
+[<EntryPoint>]
+let main argv =
+    let parser = ArgumentParser.Create<Command>(programName = "magnet", errorHandler = ProcessExiter())
+    try
+        let results = parser.ParseCommandLine(argv)
+        match results.GetSubCommand() with
+        | Doctor a -> Doctor.run a
+        | Demo a -> Demo.run a
+        | Bench a -> Bench.run a
+    with
+    | :? ArgumentException as e ->
+        Output.error e.Message
+        2
+    | :? IO.FileNotFoundException as e ->
+        Output.error e.Message
+        2

@@ -1,0 +1,4 @@
+/// Placeholder: filled in by the Downsample work.
+module MagnetWhisper.Core.Segments.Downsample
+
+let internal pending = ()

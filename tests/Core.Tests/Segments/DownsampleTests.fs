@@ -1,0 +1,4 @@
+module MagnetWhisper.Tests.Segments.DownsampleTests
+
+// Filled in by the Downsample work.
+let internal pending = ()
