@@ -42,5 +42,7 @@ let toFloat (t: Tensor) : float = t.to_type(torch.float64).item<float>()
 
 /// Reads any tensor into a flat float array (host copy; for tests, statistics and I/O).
 let toFloatArray (t: Tensor) : float[] =
-    use c = t.detach().to_type(torch.float64).cpu().contiguous()
-    c.data<float>().ToArray()
+    if t.numel() = 0L then Array.empty
+    else
+        use c = t.detach().to_type(torch.float64).cpu().contiguous()
+        c.data<float>().ToArray()
