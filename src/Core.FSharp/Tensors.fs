@@ -46,3 +46,8 @@ let toFloatArray (t: Tensor) : float[] =
     else
         use c = t.detach().to_type(torch.float64).cpu().contiguous()
         c.data<float>().ToArray()
+
+/// The dtype in which to compute with t: float64 stays float64, every other type (float16, bfloat16, float32,
+/// integers) computes in float32, so half-precision inputs keep a float32 accumulation.
+let computeType (t: Tensor) : torch.ScalarType =
+    if t.dtype = torch.float64 then torch.float64 else torch.float32
