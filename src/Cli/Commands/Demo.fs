@@ -2,7 +2,10 @@
 /// synthetic segment data with the tensor core (see MagnetWhisper.Core.Training.SyntheticSegmentation).
 module MagnetWhisper.Cli.Commands.Demo
 
+open System
 open Argu
+open Plotly.NET
+open TorchSharp
 open MagnetWhisper.Core
 open MagnetWhisper.Core.Training
 
@@ -11,6 +14,7 @@ type DemoArgs =
     | Seed of int
     | Device of string
     | Every of int
+    | Plot of path: string
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -18,6 +22,41 @@ type DemoArgs =
             | Seed _ -> "random seed (default 0)."
             | Device _ -> "auto, cpu, cuda or cuda:N (default auto)."
             | Every _ -> "report every N steps (default 25)."
+            | Plot _ -> "write an HTML report (training curves and the boundaries found in one utterance)."
+
+/// Training curves and, for the first utterance of a fresh batch, the boundary probabilities with the true and
+/// predicted boundaries.
+let private report (path: string) (history: SyntheticSegmentation.StepReport list) (scorer: SyntheticSegmentation.Scorer) settings device =
+    let steps = history |> List.map (fun r -> r.Step)
+    let curves =
+        [ Chart.Line(x = steps, y = (history |> List.map (fun r -> r.Impurity)), Name = "impurity")
+          Chart.Line(x = steps, y = (history |> List.map (fun r -> r.CountLoss)), Name = "count loss")
+          Chart.Line(x = steps, y = (history |> List.map (fun r -> r.Recall)), Name = "recall (±1 frame)")
+          Chart.Line(x = steps, y = (history |> List.map (fun r -> r.Precision)), Name = "precision (±1 frame)") ]
+        |> Chart.combine
+        |> Chart.withXAxisStyle "step"
+    use _ = torch.NewDisposeScope()
+    use batch = SyntheticSegmentation.makeBatch settings (Random(int settings.Seed + 1)) device
+    let p, predicted = SyntheticSegmentation.infer scorer batch
+    let valid = int (Tensors.toFloat (batch.Mask.[0].sum()))
+    let row (t: torch.Tensor) = Tensors.toFloatArray t.[0] |> Array.take valid
+    let frames = [ 0 .. valid - 1 ]
+    let marks (b: float[]) y = frames |> List.filter (fun f -> b.[f] > 0.5), frames |> List.filter (fun f -> b.[f] > 0.5) |> List.map (fun _ -> y)
+    let trueX, trueY = marks (row batch.Boundaries) 1.05
+    let predX, predY = marks (row predicted) 1.1
+    let boundaries =
+        [ Chart.Line(x = frames, y = row p, Name = "boundary probability")
+          Chart.Point(x = trueX, y = trueY, Name = "true boundary")
+          Chart.Point(x = predX, y = predY, Name = "predicted boundary") ]
+        |> Chart.combine
+        |> Chart.withXAxisStyle "frame"
+    [ curves; boundaries ]
+    |> Chart.Grid(2, 1)
+    |> Chart.withTitle "magnet demo: learning segment boundaries"
+    |> Chart.withSize (1000, 800)
+    // plotly.js is embedded, so the report opens without a network connection.
+    |> Chart.withDisplayOptionsStyle (PlotlyJSReference = PlotlyJSReference.Full)
+    |> Chart.saveHtml path
 
 let run (args: ParseResults<DemoArgs>) : int =
     let defaults = SyntheticSegmentation.Settings.Default
@@ -35,14 +74,17 @@ let run (args: ParseResults<DemoArgs>) : int =
     printfn "plus the binomial count loss toward the true number of segments."
     printfn ""
     printfn "%6s  %14s  %10s  %8s  %8s  %9s  %6s" "step" "impurity" "count loss" "kept" "true" "precision" "recall"
-    let mutable last = None
-    let scorer =
+    let history = ResizeArray<SyntheticSegmentation.StepReport>()
+    use scorer =
         SyntheticSegmentation.train settings device every (fun r ->
-            last <- Some r
+            history.Add r
             printfn "%6d  %14.4f  %10.4f  %7.1f%%  %7.1f%%  %9.3f  %6.3f"
                 r.Step r.Impurity r.CountLoss (100.0 * r.KeptFraction) (100.0 * r.TrueFraction) r.Precision r.Recall)
-    scorer.Dispose()
-    match last with
+    args.TryGetResult Plot
+    |> Option.iter (fun path ->
+        report path (List.ofSeq history) scorer settings device
+        printfn "Report written to %s" path)
+    match Seq.tryLast history with
     | Some r ->
         printfn ""
         printfn "Compression %.1fx (kept %.1f%% of frames; the true segmentation keeps %.1f%%); boundaries within one frame: precision %.2f, recall %.2f."

@@ -167,6 +167,13 @@ let private matchRates (predicted: Tensor) (truth: Tensor) (mask: Tensor) =
     let recall = (t * near p).sum() / t.sum().clamp_min(1.0)
     Tensors.toFloat precision, Tensors.toFloat recall
 
+/// Inference: boundary probabilities (B,L) and thresholded boundaries (B,L), masked, with the forced last frame.
+let infer (scorer: Scorer) (batch: Batch) : Tensor * Tensor =
+    use _ = torch.no_grad()
+    scorer.eval()
+    let p = torch.sigmoid(scorer.forward batch.Hidden)
+    p, Boundaries.maskAndForce (Some batch.Mask) (Boundaries.hard 0.5 p)
+
 /// Trains a scorer on fresh synthetic batches and reports every `every` steps (and the last step).
 let train (settings: Settings) (device: torch.Device) (every: int) (report: StepReport -> unit) : Scorer =
     torch.manual_seed settings.Seed |> ignore
@@ -195,9 +202,7 @@ let train (settings: Settings) (device: torch.Device) (every: int) (report: Step
         optimizer.step() |> ignore
         if step % every = 0 || step = settings.Steps then
             use _ = torch.no_grad()
-            scorer.eval()
-            let p = torch.sigmoid(scorer.forward batch.Hidden)
-            let predicted = Boundaries.maskAndForce (Some batch.Mask) (Boundaries.hard 0.5 p)
+            let _, predicted = infer scorer batch
             let valid = Tensors.toFloat (batch.Mask.sum())
             let precision, recall = matchRates predicted batch.Boundaries batch.Mask
             report
