@@ -151,6 +151,19 @@ let tests =
                 Expect.floatClose Accuracy.medium (hi - lo) 2.0 "range of a chunk with silence padding"
                 Expect.equal (Tensors.toFloatArray f.Mask |> Array.sum) 1100.0 "11 s × 100 frames/s valid"
         }
+        test "feature extraction leaves no live tensors behind once its results are disposed" {
+            let audio = randomAudio 8 20000 |> Array.map float32
+            let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+            let before = live ()
+            let run () =
+                use f = LogMel.extract 80 torch.CPU [ audio; audio ]
+                use input = torch.tensor audio
+                use mel = LogMel.logMelSpectrogram 128 input
+                use power = LogMel.powerSpectrogram input
+                Expect.isGreaterThan (live ()) before "the results are live while in use"
+            run ()
+            Expect.equal (live ()) before "live tensors after extraction"
+        }
         test "on CUDA the features equal the CPU's" {
             if not (torch.cuda.is_available ()) then skiptest "no CUDA device"
             let audio = randomAudio 7 20000 |> Array.map float32
