@@ -10,12 +10,14 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Doctor of ParseResults<Doctor.DoctorArgs>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.BenchArgs>
+    | [<CliPrefix(CliPrefix.None)>] Features of ParseResults<Features.FeaturesArgs>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
             | Doctor _ -> "report TorchSharp, libtorch, the libstdc++ remedy, devices and optional tools."
             | Demo _ -> "run the built-in demonstration on synthetic data."
             | Bench _ -> "measure speed: downsample, encoder, transcribe."
+            | Features _ -> "write Whisper's log-mel features (and frame mask) of an audio file as .npy."
 
 [<EntryPoint>]
 let main argv =
@@ -26,6 +28,7 @@ let main argv =
         | Doctor a -> Doctor.run a
         | Demo a -> Demo.run a
         | Bench a -> Bench.run a
+        | Features a -> Features.run a
     with
     | :? ArgumentException as e ->
         Output.error e.Message
