@@ -558,6 +558,24 @@ let private examples =
           Expect.equal (segmentCount zeros) 0L "S = 0"
       }
 
+      test "forward + backward leaves no live tensors behind (all variants)" {
+          let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+          let pass (pool: Tensor -> Tensor -> Tensor) =
+              use _ = torch.NewDisposeScope()
+              let x = (hidden32 51 [ 2; 30; 8 ]).requires_grad_(true)
+              let b = (boundariesOf [| Array.init 30 (fun l -> l % 4 / 3); Array.init 30 (fun l -> l % 7 / 6) |]).requires_grad_(true)
+              (pool b x * 2.0).sum().backward()
+          let variants: (Tensor -> Tensor -> Tensor) list =
+              [ (fun b x -> downsample defaultOptions b x None)
+                (fun b x -> finiteDifference originalOptions 1.0 b x)
+                (fun b x -> smoothed defaultOptions 3 b x None) ]
+          for pool in variants do pass pool
+          let before = live ()
+          for _ in 1..5 do
+              for pool in variants do pass pool
+          Expect.equal (live ()) before "live tensor count unchanged"
+      }
+
       test "wrong shapes and kernels are rejected naming the argument" {
           use _ = torch.NewDisposeScope()
           let x = hidden32 41 [ 2; 5; 3 ]
