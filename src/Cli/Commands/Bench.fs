@@ -17,6 +17,7 @@ type DownsampleBenchArgs =
     | Rate of float
     | Repeats of int
     | Dtype of string
+    | Threads of int
     | Quiet
     interface IArgParserTemplate with
         member a.Usage =
@@ -26,8 +27,9 @@ type DownsampleBenchArgs =
             | Length _ -> "sequence length L (default 1500)."
             | Dim _ -> "model width D (default 768)."
             | Rate _ -> "boundary rate, so S ≈ rate·L (default 0.25)."
-            | Repeats _ -> "timed forward+backward passes per implementation, after one warm-up (default 5)."
+            | Repeats _ -> "timed forward+backward passes per implementation, after one warm-up (default 7)."
             | Dtype _ -> "hidden dtype: float32 (default), float16, bfloat16 or float64."
+            | Threads _ -> "libtorch CPU threads (default: libtorch's choice)."
             | Quiet -> "no progress lines on stderr."
 
 type BenchArgs =
@@ -69,9 +71,12 @@ let private runDownsample (args: ParseResults<DownsampleBenchArgs>) =
     let length = int64 (args.GetResult(Length, defaultValue = 1500))
     let dim = int64 (args.GetResult(Dim, defaultValue = 768))
     let rate = args.GetResult(Rate, defaultValue = 0.25)
-    let repeats = args.GetResult(Repeats, defaultValue = 5)
+    let repeats = args.GetResult(Repeats, defaultValue = 7)
     let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
     let quiet = args.Contains Quiet
+    args.TryGetResult Threads |> Option.iter (fun n ->
+        if n < 1 then invalidArg "threads" $"threads must be positive, but is {n}"
+        torch.set_num_threads n)
     if batch < 1L || length < 1L || dim < 1L || repeats < 1 then
         invalidArg "batch" "batch, length, dim and repeats must be positive"
     if rate <= 0.0 || rate > 1.0 then invalidArg "rate" $"rate must be in (0, 1], but is {rate}"
