@@ -57,16 +57,15 @@ type private Backward =
 let private accumulation (hidden: Tensor) =
     if hidden.dtype = torch.float64 then torch.float64 else torch.float32
 
-/// The segment assignment of every frame: ids, flat (B·S) indices, pooling weights and masked segment sizes.
+/// The segment assignment of every frame. Frames that are not pooled (masked, or dropped by the tail rule) are
+/// sent to an extra "trash" row B·S, so no (B, L, D) weight product is ever materialised.
 type private Plan =
     { Batch: int64
       Length: int64
       Segments: int64
-      /// (B·L) int64: β·S + segment id (clamped to S − 1; dropped frames have weight 0).
+      /// (B·L) int64: β·S + segment id for pooled frames, B·S for the others.
       Flat: Tensor
-      /// (B, L) accumulation dtype: mask × kept.
-      Weight: Tensor
-      /// (B·S) accumulation dtype: Σ weight per segment (N in SPEC §2.1).
+      /// (B·S + 1) accumulation dtype: pooled frames per segment (N in SPEC §2.1); the trash row last.
       Counts: Tensor }
 
 let private boundaryCounts (acc: torch.ScalarType) (boundaries: Tensor) =
@@ -84,21 +83,30 @@ let private plan (acc: torch.ScalarType) (tail: TailRule) (segments: int64) (bou
         match tail with
         | DropAfterLastBoundary -> ids.lt(b.sum(1L, keepdim = true).round().to_type(torch.int64))
         | OriginalTail -> ids.lt(segments.ToScalar())
-    let weight =
+    let pooled =
         match mask with
-        | Some m -> kept.to_type(acc) * m.detach().to_type(acc)
-        | None -> kept.to_type(acc)
+        | Some m -> kept.logical_and(m.detach().ne((0.0).ToScalar()))
+        | None -> kept
     let rowStart = torch.arange(batch, dtype = torch.int64, device = b.device).mul(segments.ToScalar()).unsqueeze(1)
-    let flat = (rowStart + ids.clamp_max((segments - 1L).ToScalar())).reshape(-1L)
-    let counts = torch.zeros(batch * segments, dtype = acc, device = b.device).index_add_(0L, flat, weight.reshape(-1L), 1)
-    { Batch = batch; Length = length; Segments = segments; Flat = flat; Weight = weight; Counts = counts }
+    let trash = torch.full([| 1L; 1L |], (batch * segments).ToScalar(), dtype = torch.int64, device = b.device)
+    let flat = torch.where(pooled, rowStart + ids.clamp_max((segments - 1L).ToScalar()), trash).reshape(-1L)
+    let counts =
+        torch.zeros(batch * segments + 1L, dtype = acc, device = b.device)
+            .index_add_(0L, flat, torch.ones(batch * length, dtype = acc, device = b.device), 1)
+    { Batch = batch; Length = length; Segments = segments; Flat = flat; Counts = counts }
+
+/// 1/(N + ε) per segment, 0 for the trash row: (B·S + 1).
+let private inverseCounts (p: Plan) =
+    let inv = (p.Counts + Eps).reciprocal()
+    inv.index_fill_(0L, torch.tensor([| p.Batch * p.Segments |], device = inv.device), (0.0).ToScalar())
 
 /// (B, S, D) segment means in the accumulation dtype.
 let private segmentMeans (acc: torch.ScalarType) (p: Plan) (hidden: Tensor) =
     let d = hidden.shape.[2]
-    let weighted = (hidden.detach().to_type(acc) * p.Weight.unsqueeze(-1L)).reshape(p.Batch * p.Length, d)
-    let sums = torch.zeros(p.Batch * p.Segments, d, dtype = acc, device = hidden.device).index_add_(0L, p.Flat, weighted, 1)
-    (sums / (p.Counts + Eps).unsqueeze(1L)).view(p.Batch, p.Segments, d)
+    // A float32 contiguous input is read in place: no (B, L, D) temporary.
+    let frames = hidden.detach().to_type(acc).reshape(p.Batch * p.Length, d)
+    let sums = torch.zeros(p.Batch * p.Segments + 1L, d, dtype = acc, device = hidden.device).index_add_(0L, p.Flat, frames, 1)
+    (sums * inverseCounts(p).unsqueeze(1L)).narrow(0L, 0L, p.Batch * p.Segments).view(p.Batch, p.Segments, d)
 
 /// Reverse exclusive cumulative sum along dim 1: out[k] = Σ_{l>k} q[l].
 let private suffixSumAfter (q: Tensor) =
@@ -107,18 +115,20 @@ let private suffixSumAfter (q: Tensor) =
 
 /// Closed-form gradients of segment-mean pooling (SPEC §2.1) for upstream grad (B, S, D), in the accumulation
 /// dtype: hidden (B, L, D) = G_c·m·kept/(N_c + ε); boundaries (B, L) = Σ_{l>k} q_l with q_l = (X_l − μ_c)·G_c·
-/// m·kept/(N_c + ε). Uses μ_c·G_c = Σ_{l∈c} X_l·(hidden gradient)_l so that the means are not needed.
+/// m·kept/(N_c + ε). Uses μ_c·G_c/(N_c + ε) = Σ_{l∈c} X_l·(hidden gradient)_l/(N_c + ε), so the means are not
+/// needed, and only one (B, L, D) tensor (the hidden gradient) is allocated.
 let private closedForm (acc: torch.ScalarType) (p: Plan) (hidden: Tensor) (grad: Tensor) (wantBoundaries: bool) =
     let d = hidden.shape.[2]
     let n = p.Batch * p.Length
-    let rate = p.Weight.reshape(-1L) / (p.Counts.index_select(0L, p.Flat) + Eps)
-    let g = grad.to_type(acc).reshape(p.Batch * p.Segments, d)
-    let gradHidden = g.index_select(0L, p.Flat) * rate.unsqueeze(1L)
+    let inv = inverseCounts p
+    // Upstream gradient per segment divided by its size, plus a zero trash row.
+    let scaled = torch.cat([| grad.to_type(acc).reshape(p.Batch * p.Segments, d); grad.new_zeros(1L, d, dtype = acc) |], 0L) * inv.unsqueeze(1L)
+    let gradHidden = scaled.index_select(0L, p.Flat)
     let gradBoundaries =
         if wantBoundaries then
-            let own = (hidden.detach().to_type(acc).reshape(n, d) * gradHidden).sum(1L)
-            let segmentDot = torch.zeros(p.Batch * p.Segments, dtype = acc, device = hidden.device).index_add_(0L, p.Flat, own, 1)
-            let q = own - rate * segmentDot.index_select(0L, p.Flat)
+            let own = torch.einsum("nd,nd->n", hidden.detach().to_type(acc).reshape(n, d), gradHidden)
+            let segmentDot = torch.zeros(p.Batch * p.Segments + 1L, dtype = acc, device = hidden.device).index_add_(0L, p.Flat, own, 1)
+            let q = own - (inv * segmentDot).index_select(0L, p.Flat)
             Some(suffixSumAfter (q.view(p.Batch, p.Length)))
         else
             None
@@ -136,25 +146,38 @@ let private moves (acc: torch.ScalarType) (boundaries: Tensor) (hidden: Tensor) 
     let d = hidden.shape.[2]
     let binary = boundaries.detach().ge(FiniteDifferenceThreshold.ToScalar()).to_type(acc)
     let p = plan acc OriginalTail s binary None
-    let means = (segmentMeans acc p hidden).reshape(p.Batch * s, d)
-    let x = hidden.detach().to_type(acc)
-    let g = grad.to_type(acc).reshape(p.Batch * s, d)
-    let l = p.Length
+    let batch, l = p.Batch, p.Length
     let device = hidden.device
+    let x = hidden.detach().to_type(acc)
+    let g = grad.to_type(acc).reshape(batch * s, d)
+    // G_s·μ_s per segment: every dot with a mean is a gather of these scalars.
+    let meanDot = torch.einsum("nd,nd->n", g, (segmentMeans acc p hidden).reshape(batch * s, d))
     // k = ordinal of the boundary at i (its exclusive prefix count); k + 1 must be a full segment of this row.
     let ids = (binary.cumsum(1L) - binary).round().to_type(torch.int64)
     let total = binary.sum(1L, keepdim = true).round().to_type(torch.int64)
-    let isBoundary = binary.gt((0.5).ToScalar())
-    let hasNext = isBoundary.logical_and(ids.add((1L).ToScalar()).lt(total)).logical_and(ids.add((1L).ToScalar()).lt(s.ToScalar()))
-    let rowStart = torch.arange(p.Batch, dtype = torch.int64, device = device).mul(s.ToScalar()).unsqueeze(1)
+    let next = ids.add((1L).ToScalar())
+    let hasNext = binary.gt((0.5).ToScalar()).logical_and(next.lt(total)).logical_and(next.lt(s.ToScalar()))
+    let rowStart = torch.arange(batch, dtype = torch.int64, device = device).mul(s.ToScalar()).unsqueeze(1)
     let kFlat = (rowStart + ids.clamp_max((s - 1L).ToScalar())).reshape(-1L)
-    let k1Flat = (rowStart + ids.add((1L).ToScalar()).clamp_max((s - 1L).ToScalar())).reshape(-1L)
-    let gather (t: Tensor) (index: Tensor) = t.index_select(0L, index).view(p.Batch, l, d)
-    let nk = p.Counts.index_select(0L, kFlat).view(p.Batch, l)
-    let nk1 = p.Counts.index_select(0L, k1Flat).view(p.Batch, l)
-    let gk, gk1 = gather g kFlat, gather g k1Flat
-    let muK, muK1 = gather means kFlat, gather means k1Flat
-    let next = torch.nn.functional.pad(x.narrow(1L, 1L, l - 1L), [| 0L; 0L; 0L; 1L |])
+    let k1Flat = (rowStart + next.clamp_max((s - 1L).ToScalar())).reshape(-1L)
+    let nk = p.Counts.index_select(0L, kFlat).view(batch, l)
+    let nk1 = p.Counts.index_select(0L, k1Flat).view(batch, l)
+    let aK = meanDot.index_select(0L, kFlat).view(batch, l)
+    let aK1 = meanDot.index_select(0L, k1Flat).view(batch, l)
+    // G of each frame's own segment; at a boundary i (not the row's last) frame i+1 opens segment k+1, so
+    // G_{k+1} = gc[i+1]. One (B·L, D) gather, then dot products of shifted views.
+    let gc = g.index_select(0L, kFlat)
+    let xf = x.reshape(batch * l, d)
+    let n = batch * l
+    // Dots of frame i with frame i + 1 over the flattened (B·L, D) rows: contiguous views, no copies. The pairs
+    // that straddle two rows land on position L − 1, where no move is feasible.
+    let shiftedDot (a: Tensor) (aStart: int64) (b: Tensor) (bStart: int64) =
+        let dots = torch.einsum("nd,nd->n", a.narrow(0L, aStart, n - 1L), b.narrow(0L, bStart, n - 1L))
+        torch.nn.functional.pad(dots, [| 0L; 1L |]).view(batch, l)
+    let own = torch.einsum("nd,nd->n", gc, xf).view(batch, l) // G_k·X_i
+    let ownNext = torch.nn.functional.pad(own.narrow(1L, 1L, l - 1L), [| 0L; 1L |]) // G_{k+1}·X_{i+1}
+    let gkNext = shiftedDot gc 0L xf 1L // G_k·X_{i+1}
+    let gk1Own = shiftedDot gc 1L xf 0L // G_{k+1}·X_i
     let nextFree = torch.nn.functional.pad(binary.narrow(1L, 1L, l - 1L), [| 0L; 1L |], value = 1.0).eq((0.0).ToScalar())
     let prevFree = torch.nn.functional.pad(binary.narrow(1L, 0L, l - 1L), [| 1L; 0L |], value = 1.0).eq((0.0).ToScalar())
     let position = torch.arange(l, dtype = torch.int64, device = device).unsqueeze(0)
@@ -162,11 +185,10 @@ let private moves (acc: torch.ScalarType) (boundaries: Tensor) (hidden: Tensor) 
     let leftOk = hasNext.logical_and(position.gt((0L).ToScalar())).logical_and(prevFree).logical_and(nk.gt((1.0).ToScalar()))
     // Guarded denominators: infeasible entries are replaced by 1 and zeroed afterwards.
     let safe (den: Tensor) (ok: Tensor) = torch.where(ok, den, torch.ones_like(den))
-    let dot (a: Tensor) (b: Tensor) = (a * b).sum(2L)
-    let right =
-        dot gk (next - muK) / (nk + 1.0) + dot gk1 (muK1 - next) / safe (nk1 - 1.0) rightOk
-    let left =
-        dot gk (muK - x) / safe (nk - 1.0) leftOk + dot gk1 (x - muK1) / (nk1 + 1.0)
+    // Δ_R = G_k·(X_{i+1} − μ_k)/(n_k + 1) + G_{k+1}·(μ_{k+1} − X_{i+1})/(n_{k+1} − 1)
+    let right = (gkNext - aK) / (nk + 1.0) + (aK1 - ownNext) / safe (nk1 - 1.0) rightOk
+    // Δ_L = G_k·(μ_k − X_i)/(n_k − 1) + G_{k+1}·(X_i − μ_{k+1})/(n_{k+1} + 1)
+    let left = (aK - own) / safe (nk - 1.0) leftOk + (gk1Own - aK1) / (nk1 + 1.0)
     let zero = torch.zeros_like(left)
     torch.where(leftOk, left, zero), torch.where(rightOk, right, zero), leftOk, rightOk
 
@@ -224,9 +246,12 @@ type internal SegmentMeanFunction() =
             | Exact -> gradHidden, gradBoundaries
             | Smoothed kernel -> movingAverageAcc kernel gradHidden, gradBoundaries
             | FiniteDifference scale ->
-                let binary = boundaries.detach().ge(FiniteDifferenceThreshold.ToScalar()).to_type(acc)
-                let pb = plan acc tail segments binary None
-                let gh, _ = closedForm acc pb hidden grad false
+                // The hidden gradient uses the binarised segmentation (the same as p for 0/1 boundaries).
+                let gh =
+                    if wantX then
+                        let binary = boundaries.detach().ge(FiniteDifferenceThreshold.ToScalar()).to_type(acc)
+                        fst (closedForm acc (plan acc tail segments binary None) hidden grad false)
+                    else gradHidden
                 let gb =
                     gradBoundaries
                     |> Option.map (fun auto ->
@@ -290,7 +315,7 @@ let private run (mode: Backward) (options: DownsampleOptions) (boundaries: Tenso
 
 /// Segment-mean pooling, batch-first. boundaries: (B, L), 1 marks the last frame of a segment (0/1 values, may
 /// carry a straight-through gradient); hidden: (B, L, D) float16/bfloat16/float32/float64; mask: optional (B, L)
-/// 0/1 validity. Returns (B, S, D) in hidden's dtype with S = max boundary count (empty (B, 0, D) when S = 0):
+/// 0/1 validity (frames with mask 0 are not pooled; nonzero counts as 1). Returns (B, S, D) in hidden's dtype with S = max boundary count (empty (B, 0, D) when S = 0):
 /// row s is the masked mean of segment s, empty segments are exactly zero. Accumulates in float32 (float64 for
 /// float64). O(B·L·D); the gradient to the boundaries is the original's (SPEC §2.1), in closed form; the mask
 /// gets no gradient. Frames after a row's last boundary follow options.Tail.

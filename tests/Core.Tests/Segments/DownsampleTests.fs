@@ -271,11 +271,6 @@ let private movingAverageLoop (kernel: int) (x: float[]) (batch: int) (length: i
             if t >= 0 && t < length then acc <- acc + x.[(b * length + t) * d + j]
         acc / float kernel)
 
-let private rows (t: Tensor) =
-    let v = toFloatArray t
-    let l = int t.shape.[1]
-    Array.init (int t.shape.[0]) (fun b -> v.[b * l .. b * l + l - 1])
-
 // ---------------------------------------------------------------------------------------------------------------
 // Tests
 
@@ -440,7 +435,7 @@ let private gradientProperties =
 
       prop "smoothed variant: moving-averaged hidden gradient, unchanged boundary gradient" (fun (Float64Case c) ->
           use _ = torch.NewDisposeScope()
-          let kernel = [| 1; 3; 5 |].[c.Seed % 3]
+          let kernel = [| 1; DefaultSmoothingKernel; 5 |].[c.Seed % 3]
           let x = (hiddenOf c).requires_grad_(true)
           let xs = valuesOf x
           let p = poolLoop c.Tail c.Bounds (maskRows c) xs c.Dim
@@ -556,6 +551,24 @@ let private examples =
           Expect.sequenceEqual (downsampleSeqFirst originalOptions zeros (x.transpose(0L, 1L)) None).shape [| 0L; 3L; 2L |] "sequence-first"
           Expect.sequenceEqual (denseReference defaultOptions zeros x None).shape [| 3L; 0L; 2L |] "dense"
           Expect.equal (segmentCount zeros) 0L "S = 0"
+      }
+
+      test "forward + backward leaves no live tensors behind (all variants)" {
+          let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+          let pass (pool: Tensor -> Tensor -> Tensor) =
+              use _ = torch.NewDisposeScope()
+              let x = (hidden32 51 [ 2; 30; 8 ]).requires_grad_(true)
+              let b = (boundariesOf [| Array.init 30 (fun l -> l % 4 / 3); Array.init 30 (fun l -> l % 7 / 6) |]).requires_grad_(true)
+              (pool b x * 2.0).sum().backward()
+          let variants: (Tensor -> Tensor -> Tensor) list =
+              [ (fun b x -> downsample defaultOptions b x None)
+                (fun b x -> finiteDifference originalOptions 1.0 b x)
+                (fun b x -> smoothed defaultOptions 3 b x None) ]
+          for pool in variants do pass pool
+          let before = live ()
+          for _ in 1..5 do
+              for pool in variants do pass pool
+          Expect.equal (live ()) before "live tensor count unchanged"
       }
 
       test "wrong shapes and kernels are rejected naming the argument" {
