@@ -1,0 +1,134 @@
+/// `magnet bench encoder`: speed of one Whisper encoder forward over a 30 s window.
+module MagnetWhisper.Cli.Commands.BenchEncoder
+
+open System
+open System.Diagnostics
+open Argu
+open TorchSharp
+open MagnetWhisper.Core
+open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Cli
+
+type BenchEncoderArgs =
+    | Model of dir: string
+    | Config of size: string
+    | Device of name: string
+    | Dtype of name: string
+    | Repeats of count: int
+    | Warmup of count: int
+    | Batch of size: int
+    | Threads of count: int
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Model _ -> "Hugging Face Whisper checkpoint folder (config.json + model.safetensors)."
+            | Config _ -> "without --model: random weights of a released size: tiny, base, small, medium or large."
+            | Device _ -> "auto, cpu, cuda or cuda:N (default auto)."
+            | Dtype _ -> "float32, float16 or bfloat16 (default float32)."
+            | Repeats _ -> "timed forwards (default 10)."
+            | Warmup _ -> "untimed forwards first (default 2)."
+            | Batch _ -> "30 s windows per forward (default 1)."
+            | Threads _ -> "libtorch intra-op threads (default: libtorch's choice)."
+
+/// What one encoder benchmark measured.
+type EncoderBenchResult =
+    { Description: string
+      Device: string
+      DType: string
+      Threads: int
+      Batch: int
+      Repeats: int
+      /// Median wall time of one forward (seconds).
+      MedianSeconds: float
+      MinSeconds: float
+      MaxSeconds: float
+      /// Median wall time per 30 s window (seconds).
+      SecondsPerWindow: float
+      /// Processing time / audio time (below 1 is faster than real time).
+      RealTimeFactor: float
+      /// EncoderFlops.perWindow (GFLOP) per window.
+      GflopPerWindow: float
+      /// Achieved GFLOP/s at the median.
+      GflopPerSecond: float }
+
+let private parseDtype (name: string) =
+    match name.Trim().ToLowerInvariant() with
+    | "float32"
+    | "f32" -> torch.ScalarType.Float32
+    | "float16"
+    | "f16"
+    | "half" -> torch.ScalarType.Float16
+    | "bfloat16"
+    | "bf16" -> torch.ScalarType.BFloat16
+    | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16 or bfloat16"
+
+let private median (xs: float[]) =
+    let s = Array.sort xs
+    if s.Length % 2 = 1 then s.[s.Length / 2] else 0.5 * (s.[s.Length / 2 - 1] + s.[s.Length / 2])
+
+/// Times encoder forwards of random log-mel windows under inference mode: warmup untimed, then repeats timed.
+let measure (model: WhisperModel) (description: string) (batch: int) (warmup: int) (repeats: int) : EncoderBenchResult =
+    if batch < 1 then invalidArg "batch" "batch must be at least 1"
+    if repeats < 1 then invalidArg "repeats" "repeats must be at least 1"
+    let config = model.Config
+    let device = model.Device
+    use _ = torch.inference_mode()
+    use mel = torch.randn([| int64 batch; int64 config.NumMelBins; int64 config.InputFrames |], dtype = model.DType, device = device)
+    let sync () = if device.``type`` = DeviceType.CUDA then torch.cuda.synchronize device
+    let once () =
+        sync ()
+        let sw = Stopwatch.StartNew()
+        (use _ = model.Encode mel
+         sync ())
+        sw.Elapsed.TotalSeconds
+    for _ in 1 .. warmup do once () |> ignore
+    let times = Array.init repeats (fun _ -> once ())
+    let med = median times
+    let perWindow = med / float batch
+    let windowSeconds = float config.InputFrames * 0.01
+    let gflop = EncoderFlops.perWindow config / 1e9
+    { Description = description
+      Device = string device
+      DType = string model.DType
+      Threads = torch.get_num_threads ()
+      Batch = batch
+      Repeats = repeats
+      MedianSeconds = med
+      MinSeconds = Array.min times
+      MaxSeconds = Array.max times
+      SecondsPerWindow = perWindow
+      RealTimeFactor = perWindow / windowSeconds
+      GflopPerWindow = gflop
+      GflopPerSecond = gflop / perWindow }
+
+/// Runs the command: prints the figures on stdout, progress on stderr.
+let run (args: ParseResults<BenchEncoderArgs>) : int =
+    let device = Device.parse (args.GetResult(Device, defaultValue = "auto"))
+    let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
+    args.TryGetResult Threads |> Option.iter (fun n ->
+        if n < 1 then invalidArg "threads" "threads must be at least 1"
+        torch.set_num_threads n)
+    let model, description =
+        match args.TryGetResult Model, args.TryGetResult Config with
+        | Some _, Some _ -> invalidArg "model" "give either --model DIR or --config SIZE, not both"
+        | Some dir, None ->
+            Output.progress false $"loading {dir}"
+            WhisperModel.fromPretrained dir device dtype, dir
+        | None, Some size ->
+            let config = WhisperConfig.preset size
+            Output.progress false $"building a random whisper-{size}"
+            let m = WhisperModel.create config
+            m.``to``(device, dtype) |> ignore
+            m.eval()
+            m, $"whisper-{size} (random weights)"
+        | None, None -> invalidArg "model" "give --model DIR (a Hugging Face Whisper folder) or --config tiny|base|small|medium|large"
+    use model = model
+    let c = model.Config
+    Output.progress false $"timing {args.GetResult(Repeats, defaultValue = 10)} forwards after {args.GetResult(Warmup, defaultValue = 2)} warm-ups"
+    let r = measure model description (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10))
+    printfn "encoder      %s: d_model %d, %d layers, %d heads, ffn %d, %d mel bins" r.Description c.DModel c.EncoderLayers c.EncoderAttentionHeads c.EncoderFfnDim c.NumMelBins
+    printfn "runtime      %s %s, %d threads, batch %d, %d repeats, inference mode" r.Device r.DType r.Threads r.Batch r.Repeats
+    printfn "forward      median %s (min %s, max %s)" (Output.ms r.MedianSeconds) (Output.ms r.MinSeconds) (Output.ms r.MaxSeconds)
+    printfn "per 30 s     %s, real-time factor %.4f (%.0f× real time)" (Output.ms r.SecondsPerWindow) r.RealTimeFactor (1.0 / r.RealTimeFactor)
+    printfn "throughput   %.1f GFLOP per 30 s (convs + projections + attention + FFN), %.1f GFLOP/s" r.GflopPerWindow r.GflopPerSecond
+    0

@@ -1,0 +1,203 @@
+namespace MagnetWhisper.Core.Whisper
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Text.Json
+open TorchSharp
+
+/// How a checkpoint folder is written.
+type SaveOptions =
+    { /// Element type of the stored floating-point tensors (Float32, Float16 or BFloat16); None keeps each tensor's own.
+      DType: torch.ScalarType option
+      /// Split the weights into shards of at most this many bytes (plus `model.safetensors.index.json`); None writes
+      /// one `model.safetensors`. A tensor larger than the limit gets a shard of its own.
+      MaxShardBytes: int64 option }
+
+    /// One model.safetensors in the tensors' own dtype.
+    static member Default = { DType = None; MaxShardBytes = None }
+
+/// The weight tensors of a checkpoint folder: `model.safetensors`, or the shards listed by
+/// `model.safetensors.index.json`. Files are memory-mapped; dispose to unmap them.
+[<Sealed>]
+type CheckpointWeights private (source: string, files: SafeTensorsFile[], owners: IReadOnlyDictionary<string, SafeTensorsFile>, names: string[]) =
+    /// Where the weights came from (the safetensors file or the index file).
+    member _.Source = source
+    /// Tensor names, sorted.
+    member _.Names: IReadOnlyList<string> = names
+    /// True when a tensor of that name exists.
+    member _.Contains(name: string) = owners.ContainsKey name
+    /// The header entry of a tensor (dtype, shape).
+    member _.Info(name: string) : SafeTensorInfo =
+        match owners.TryGetValue name with
+        | true, f -> f.Info name
+        | _ -> raise (KeyNotFoundException $"tensor '{name}' is not in {source}")
+    /// Loads a tensor as a new CPU tensor converted to dtype.
+    member _.Load(name: string, dtype: torch.ScalarType) : torch.Tensor =
+        match owners.TryGetValue name with
+        | true, f -> f.Load(name, dtype)
+        | _ -> raise (KeyNotFoundException $"tensor '{name}' is not in {source}")
+
+    /// Opens the weights of a folder. Prefers `model.safetensors`, then `model.safetensors.index.json`; raises
+    /// FileNotFoundException naming the folder when neither exists (and says so when only PyTorch pickles exist),
+    /// InvalidDataException for a bad index, a missing shard or a tensor missing from its shard.
+    static member Open(dir: string) : CheckpointWeights =
+        let single = Path.Combine(dir, Checkpoint.WeightsFile)
+        let index = Path.Combine(dir, Checkpoint.IndexFile)
+        if File.Exists single then
+            let f = SafeTensorsFile.Open single
+            let owners = Dictionary<string, SafeTensorsFile>()
+            for n in f.Names do owners.[n] <- f
+            new CheckpointWeights(single, [| f |], owners, f.Names |> Seq.sort |> Array.ofSeq)
+        elif File.Exists index then
+            let weightMap =
+                use doc = Json.parseDocument index (File.ReadAllText index)
+                match Json.tryProp doc.RootElement "weight_map" with
+                | Some m when m.ValueKind = JsonValueKind.Object ->
+                    [| for p in m.EnumerateObject() -> p.Name, Json.asString index $"weight_map.{p.Name}" p.Value |]
+                | Some _ -> raise (InvalidDataException $"{index}: weight_map is not an object")
+                | None -> raise (InvalidDataException $"{index}: no weight_map")
+            let opened = Dictionary<string, SafeTensorsFile>()
+            try
+                let owners = Dictionary<string, SafeTensorsFile>()
+                for name, file in weightMap do
+                    if Path.GetFileName file <> file then
+                        raise (InvalidDataException $"{index}: shard name '{file}' of '{name}' is not a plain file name")
+                    let f =
+                        match opened.TryGetValue file with
+                        | true, f -> f
+                        | _ ->
+                            let p = Path.Combine(dir, file)
+                            if not (File.Exists p) then
+                                raise (InvalidDataException $"{index}: shard '{file}' (holding '{name}') is missing")
+                            let f = SafeTensorsFile.Open p
+                            opened.[file] <- f
+                            f
+                    if not (f.Contains name) then
+                        raise (InvalidDataException $"{index}: tensor '{name}' is not in its shard '{file}'")
+                    owners.[name] <- f
+                new CheckpointWeights(index, Array.ofSeq opened.Values, owners, weightMap |> Array.map fst |> Array.sort)
+            with _ ->
+                for f in opened.Values do (f :> IDisposable).Dispose()
+                reraise ()
+        else
+            let pickles = [ "pytorch_model.bin"; "pytorch_model.bin.index.json" ] |> List.filter (fun f -> File.Exists(Path.Combine(dir, f)))
+            let hint =
+                if pickles.IsEmpty then ""
+                else
+                    let found = String.Join(", ", pickles)
+                    $" (found {found}: PyTorch pickles are not read; convert them to safetensors)"
+            raise (FileNotFoundException($"no {Checkpoint.WeightsFile} or {Checkpoint.IndexFile} in {dir}{hint}", single))
+
+    interface IDisposable with
+        member _.Dispose() =
+            for f in files do (f :> IDisposable).Dispose()
+
+/// A Hugging Face Whisper checkpoint folder: `config.json`, optional `generation_config.json`, and the weights.
+and [<AbstractClass; Sealed>] Checkpoint =
+    /// "config.json"
+    static member ConfigFile = "config.json"
+    /// "generation_config.json"
+    static member GenerationFile = "generation_config.json"
+    /// "model.safetensors"
+    static member WeightsFile = "model.safetensors"
+    /// "model.safetensors.index.json"
+    static member IndexFile = "model.safetensors.index.json"
+
+    /// Reads `config.json` of a folder; FileNotFoundException naming the path when the folder or file is missing.
+    static member ReadConfig(dir: string) : WhisperConfig =
+        if not (Directory.Exists dir) then raise (DirectoryNotFoundException $"checkpoint folder not found: {dir}")
+        WhisperConfig.load (Path.Combine(dir, Checkpoint.ConfigFile))
+
+    /// Reads `generation_config.json` when the folder has one.
+    static member ReadGenerationConfig(dir: string) : GenerationConfig option =
+        let p = Path.Combine(dir, Checkpoint.GenerationFile)
+        if File.Exists p then Some(GenerationConfig.load p) else None
+
+    /// The torch_dtype name of config.json for a stored dtype.
+    static member TorchDtypeName(dtype: torch.ScalarType) =
+        match dtype with
+        | torch.ScalarType.Float16 -> "float16"
+        | torch.ScalarType.BFloat16 -> "bfloat16"
+        | torch.ScalarType.Float64 -> "float64"
+        | _ -> "float32"
+
+    /// Writes a checkpoint folder: config.json (the given text), generation_config.json when given, and the
+    /// tensors as model.safetensors (metadata {"format": "pt"}) or as shards with an index. Everything is written
+    /// to a temporary sibling folder first; a new folder is then renamed into place, an existing one has each file
+    /// replaced by an atomic rename (weight files of the other layout are removed so they cannot shadow the new ones).
+    static member Write(dir: string, configJson: string, generationJson: string option, tensors: (string * torch.Tensor) seq, options: SaveOptions) =
+        let full = Path.GetFullPath dir
+        let parent = Path.GetDirectoryName(full.TrimEnd(Path.DirectorySeparatorChar))
+        Directory.CreateDirectory parent |> ignore
+        let tmp = Path.Combine(parent, $".{Path.GetFileName(full.TrimEnd(Path.DirectorySeparatorChar))}.{Guid.NewGuid():N}.tmp")
+        Directory.CreateDirectory tmp |> ignore
+        let metadata = Map [ "format", "pt" ]
+        let stored (t: torch.Tensor) =
+            match options.DType with
+            | Some d when t.is_floating_point() && t.dtype <> d -> t.to_type d, true
+            | _ -> t, false
+        try
+            File.WriteAllText(Path.Combine(tmp, Checkpoint.ConfigFile), configJson)
+            generationJson |> Option.iter (fun g -> File.WriteAllText(Path.Combine(tmp, Checkpoint.GenerationFile), g))
+            let tensors = Array.ofSeq tensors
+            use _ = torch.NewDisposeScope()
+            let converted = tensors |> Array.map (fun (n, t) -> n, fst (stored t))
+            let bytesOf (t: torch.Tensor) = t.numel() * t.element_size()
+            match options.MaxShardBytes with
+            | None -> SafeTensors.write (Path.Combine(tmp, Checkpoint.WeightsFile)) metadata converted
+            | Some limit ->
+                if limit <= 0L then invalidArg "options" "MaxShardBytes must be positive"
+                let shards = ResizeArray<ResizeArray<string * torch.Tensor>>()
+                let mutable size = 0L
+                for n, t in converted do
+                    let b = bytesOf t
+                    if shards.Count = 0 || (size + b > limit && shards.[shards.Count - 1].Count > 0) then
+                        shards.Add(ResizeArray())
+                        size <- 0L
+                    shards.[shards.Count - 1].Add((n, t))
+                    size <- size + b
+                let count = shards.Count
+                let weightMap = SortedDictionary<string, string>(StringComparer.Ordinal)
+                for i in 0 .. count - 1 do
+                    let file = $"model-{i + 1:D5}-of-{count:D5}.safetensors"
+                    SafeTensors.write (Path.Combine(tmp, file)) metadata shards.[i]
+                    for n, _ in shards.[i] do weightMap.[n] <- file
+                let total = converted |> Array.sumBy (snd >> bytesOf)
+                let index =
+                    Json.write (fun w ->
+                        w.WriteStartObject "metadata"
+                        w.WriteNumber("total_size", total)
+                        w.WriteEndObject()
+                        w.WriteStartObject "weight_map"
+                        for KeyValue(n, f) in weightMap do w.WriteString(n, f)
+                        w.WriteEndObject())
+                File.WriteAllText(Path.Combine(tmp, Checkpoint.IndexFile), index)
+            if not (Directory.Exists full) then Directory.Move(tmp, full)
+            else
+                // Weight files of the layout not written now would shadow or confuse the new ones.
+                let oldIndex = Path.Combine(full, Checkpoint.IndexFile)
+                let stale =
+                    [ if File.Exists oldIndex then
+                          yield oldIndex
+                          let shardFiles =
+                              try
+                                  use doc = JsonDocument.Parse(File.ReadAllText oldIndex)
+                                  match doc.RootElement.TryGetProperty "weight_map" with
+                                  | true, m when m.ValueKind = JsonValueKind.Object ->
+                                      [ for p in m.EnumerateObject() do
+                                            if p.Value.ValueKind = JsonValueKind.String then p.Value.GetString() ] |> List.distinct
+                                  | _ -> []
+                              with :? JsonException -> []
+                          for s in shardFiles do
+                              if Path.GetFileName s = s then yield Path.Combine(full, s)
+                      yield Path.Combine(full, Checkpoint.WeightsFile)
+                      if generationJson.IsNone then yield Path.Combine(full, Checkpoint.GenerationFile) ]
+                    |> List.filter (fun p -> File.Exists p && not (File.Exists(Path.Combine(tmp, Path.GetFileName p))))
+                for f in Directory.GetFiles tmp do
+                    File.Move(f, Path.Combine(full, Path.GetFileName f), true)
+                for s in stale do File.Delete s
+                Directory.Delete(tmp, true)
+        with _ ->
+            if Directory.Exists tmp then Directory.Delete(tmp, true)
+            reraise ()

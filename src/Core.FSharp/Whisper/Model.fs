@@ -1,0 +1,288 @@
+namespace MagnetWhisper.Core.Whisper
+
+open System
+open System.Collections.Generic
+open System.IO
+open TorchSharp
+open MagnetWhisper.Core.Tensors
+
+/// The result of one decode step.
+type DecodeResult =
+    { /// Next-token logits of the new tokens (B, T, V).
+      Logits: Tensor
+      /// The cache extended by the new tokens; pass it to the next step.
+      Cache: DecoderCache }
+
+/// What a weight load found, by checkpoint (Hugging Face) name.
+type LoadReport =
+    { /// Model parameters the checkpoint lacks (they keep their initial values; a strict load fails instead).
+      Missing: string list
+      /// Checkpoint tensors the model has no parameter for (a strict load fails instead).
+      Unexpected: string list
+      /// Checkpoint tensors deliberately not loaded (`proj_out.weight` when embeddings are tied).
+      Ignored: string list }
+
+/// How a checkpoint is loaded.
+type LoadOptions =
+    { /// Fail when parameters are missing or tensors unexpected (listing them by name). Default true.
+      Strict: bool }
+
+    static member Default = { Strict = true }
+
+/// Encoder + decoder (HF `WhisperModel`, registered as `model`).
+type WhisperEncoderDecoder(config: WhisperConfig) as this =
+    inherit torch.nn.Module<Tensor, Tensor, Tensor>("WhisperEncoderDecoder")
+    let encoder = new WhisperEncoder(config)
+    let decoder = new WhisperDecoder(config)
+
+    do
+        this.register_module("encoder", encoder)
+        this.register_module("decoder", decoder)
+
+    /// The audio encoder.
+    member _.Encoder = encoder
+    /// The text decoder.
+    member _.Decoder = decoder
+
+    /// mel (B, n_mels, 2·S) and tokens (B, T) → decoder hidden states (B, T, D), no cache.
+    override _.forward(mel: Tensor, tokens: Tensor) : Tensor =
+        let hidden = encoder.forward mel
+        (decoder.call(tokens, decoder.StartCache(hidden, None), None)).Hidden
+
+/// Whisper for speech recognition (HF `WhisperForConditionalGeneration`): `model.encoder`, `model.decoder`, and the
+/// output projection — `model.decoder.embed_tokens.weight` when `tie_word_embeddings` (no `proj_out` parameter),
+/// else a separate `proj_out.weight`. Parameter names equal the Hugging Face checkpoint keys.
+/// `new WhisperModel(config)` initialises randomly as Hugging Face does (normal(0, init_std) weights, zero biases,
+/// unit LayerNorms, sinusoidal encoder positions); `WhisperModel.FromPretrained` loads a checkpoint folder.
+/// Public methods run in their own dispose scope: only their results reach the caller's scope.
+type WhisperModel private (config: WhisperConfig, generation: GenerationConfig option) as this =
+    inherit torch.nn.Module<Tensor, Tensor, Tensor>("WhisperForConditionalGeneration")
+    let config = WhisperConfig.validate config
+    let model = new WhisperEncoderDecoder(config)
+    let proj_out =
+        if config.TieWordEmbeddings then None
+        else Some(torch.nn.Linear(int64 config.DModel, int64 config.VocabSize, hasBias = false))
+
+    do
+        this.register_module("model", model)
+        proj_out |> Option.iter (fun p -> this.register_module("proj_out", p))
+
+    /// Keeps tensors created in scope (results and new cache entries) and lets the scope dispose the rest.
+    static let keep (scope: DisposeScope) (tensors: Tensor seq) =
+        for t in tensors do
+            if scope.Contains t then t.MoveToOuterDisposeScope() |> ignore
+
+    /// A randomly initialised model of the given configuration (float32, CPU).
+    new(config: WhisperConfig) as m =
+        new WhisperModel(config, None)
+        then m.InitialiseWeights()
+
+    /// A randomly initialised model that carries a generation config.
+    new(config: WhisperConfig, generation: GenerationConfig) as m =
+        new WhisperModel(config, Some generation)
+        then m.InitialiseWeights()
+
+    /// The model configuration.
+    member _.Config = config
+    /// generation_config.json of the checkpoint, when it had one.
+    member _.GenerationConfig = generation
+    /// `model` (encoder + decoder).
+    member _.Model = model
+    /// The audio encoder.
+    member _.Encoder = model.Encoder
+    /// The text decoder.
+    member _.Decoder = model.Decoder
+    /// The parameters' device.
+    member _.Device = model.Decoder.TokenEmbedding.device
+    /// The parameters' dtype.
+    member _.DType = model.Decoder.TokenEmbedding.dtype
+
+    /// Re-draws every parameter as Hugging Face's `_init_weights` does: weights normal(0, init_std), biases 0,
+    /// LayerNorms 1/0, the pad token's embedding row 0, encoder positions = sinusoids(S, D).
+    member this.InitialiseWeights() =
+        use _ = torch.no_grad()
+        let std = config.InitStd
+        for struct (name, p) in this.named_parameters() do
+            if name = "model.encoder.embed_positions.weight" then
+                use s = Sinusoids.create p.shape.[0] p.shape.[1]
+                p.copy_(s) |> ignore
+            elif name.Contains "layer_norm" then
+                (if name.EndsWith ".weight" then p.fill_(1.0) else p.zero_()) |> ignore
+            elif name.EndsWith ".bias" then p.zero_() |> ignore
+            else
+                p.normal_(0.0, std) |> ignore
+                if name = "model.decoder.embed_tokens.weight" && config.PadTokenId >= 0 && config.PadTokenId < config.VocabSize then
+                    p.[int64 config.PadTokenId].zero_() |> ignore
+
+    /// Output projection of decoder hidden states (B, T, D) → logits (B, T, V): hidden · embed_tokensᵀ when tied,
+    /// else proj_out.
+    member _.Logits(hidden: Tensor) : Tensor =
+        match proj_out with
+        | Some p -> p.forward hidden
+        | None -> torch.nn.functional.linear (hidden, model.Decoder.TokenEmbedding)
+
+    /// Log-mel features (B, n_mels, 2·max_source_positions) → encoder hidden states (B, max_source_positions, D).
+    /// Raises ArgumentException when the frame count is not 2·max_source_positions (3000).
+    member _.Encode(mel: Tensor) : Tensor =
+        use scope = torch.NewDisposeScope()
+        let h = model.Encoder.forward mel
+        keep scope [ h ]
+        h
+
+    /// A cache holding the cross K/V of encoder output (B, S, D) and no tokens; encoderMask (B, S) optional.
+    member _.StartCache(encoderHidden: Tensor, encoderMask: Tensor option) : DecoderCache =
+        use scope = torch.NewDisposeScope()
+        let c = model.Decoder.StartCache(encoderHidden, encoderMask)
+        keep scope c.Tensors
+        c
+
+    /// One decoding step: new tokens (B, T), the encoder output (B, S, D) (used only when cache is None: the cross
+    /// K/V are then computed from it), the cache of earlier steps → logits (B, T, V) and the extended cache.
+    /// tokenMask (B, T) marks real tokens (false = padding); encoderMask (B, S) marks valid encoder positions and is
+    /// used only when the cache is created. Logits at padded tokens are meaningless.
+    member _.Decode(tokens: Tensor, encoderHidden: Tensor, cache: DecoderCache option, tokenMask: Tensor option, encoderMask: Tensor option) : DecodeResult =
+        use scope = torch.NewDisposeScope()
+        let cache =
+            match cache with
+            | Some c -> c
+            | None ->
+                if isNull encoderHidden then nullArg "encoderHidden"
+                model.Decoder.StartCache(encoderHidden, encoderMask)
+        let out = model.Decoder.call(tokens, cache, tokenMask)
+        let logits = this.Logits out.Hidden
+        keep scope (logits :: out.Cache.Tensors)
+        { Logits = logits; Cache = out.Cache }
+
+    /// One decoding step without padding masks (see the full overload).
+    member this.Decode(tokens: Tensor, encoderHidden: Tensor, cache: DecoderCache option) : DecodeResult =
+        this.Decode(tokens, encoderHidden, cache, None, None)
+
+    /// Teacher-forced logits: mel (B, n_mels, 2·S) and decoder input tokens (B, T) → (B, T, V), with optional
+    /// tokenMask (B, T) and encoderMask (B, S).
+    member this.Logits(mel: Tensor, tokens: Tensor, tokenMask: Tensor option, encoderMask: Tensor option) : Tensor =
+        use scope = torch.NewDisposeScope()
+        let hidden = model.Encoder.forward mel
+        let out = model.Decoder.call(tokens, model.Decoder.StartCache(hidden, encoderMask), tokenMask)
+        let logits = this.Logits out.Hidden
+        keep scope [ logits ]
+        logits
+
+    /// mel (B, n_mels, 2·S), tokens (B, T) → logits (B, T, V).
+    override this.forward(mel: Tensor, tokens: Tensor) : Tensor = this.Logits(mel, tokens, None, None)
+
+    /// Token-mean cross-entropy of the next-token logits against labels (B, T) int64 (−100 = ignored), computed in
+    /// float32 → a scalar. tokens (B, T) are the decoder inputs (see DecoderInputs); tokenMask and encoderMask as in
+    /// Logits. Raises when no label is counted.
+    member this.Loss(mel: Tensor, tokens: Tensor, labels: Tensor, tokenMask: Tensor option, encoderMask: Tensor option) : Tensor =
+        requireRank "labels" 2 labels
+        if labels.shape <> tokens.shape then
+            invalidArg "labels" $"labels have shape {showShape labels.shape} but tokens have shape {showShape tokens.shape}"
+        use scope = torch.NewDisposeScope()
+        let counted = labels.ne(torch.tensor(-100L, device = labels.device)).any().item<bool>()
+        if not counted then invalidArg "labels" "every label is -100: nothing to average"
+        let logits = this.Logits(mel, tokens, tokenMask, encoderMask)
+        let v = logits.shape.[2]
+        let loss = torch.nn.functional.cross_entropy (logits.reshape(-1L, v).to_type torch.float32, labels.reshape(-1L).to_type torch.int64, ignore_index = -100L)
+        keep scope [ loss ]
+        loss
+
+    /// Loss without masks.
+    member this.Loss(mel: Tensor, tokens: Tensor, labels: Tensor) : Tensor = this.Loss(mel, tokens, labels, None, None)
+
+    /// Hugging Face's `shift_tokens_right`: decoder inputs from labels (B, T): decoder_start_token_id, then the labels
+    /// shifted right by one, with −100 replaced by pad_token_id.
+    member _.DecoderInputs(labels: Tensor) : Tensor =
+        requireRank "labels" 2 labels
+        scoped (fun () ->
+            let b = labels.shape.[0]
+            let start = torch.full([| b; 1L |], (int64 config.DecoderStartTokenId).ToScalar(), dtype = torch.int64, device = labels.device)
+            let shifted = torch.cat([| start; labels.to_type(torch.int64).narrow(1, 0L, labels.shape.[1] - 1L) |], 1L)
+            shifted.masked_fill(shifted.eq(torch.tensor(-100L, device = labels.device)), (int64 config.PadTokenId).ToScalar()))
+
+    /// Copies checkpoint tensors into the parameters (converting dtype and device). Names are Hugging Face keys;
+    /// a checkpoint of the bare `WhisperModel` (keys `encoder.*`, `decoder.*`) is accepted too. Shape mismatches
+    /// always fail, naming every tensor with both shapes; with Strict, missing and unexpected keys fail by name.
+    member this.LoadWeights(weights: CheckpointWeights, options: LoadOptions) : LoadReport =
+        let stored = weights.Names |> List.ofSeq
+        let bare = not (stored |> List.exists (fun n -> n.StartsWith "model.")) && stored |> List.exists (fun n -> n.StartsWith "encoder." || n.StartsWith "decoder.")
+        let toModelName (n: string) = if bare && (n.StartsWith "encoder." || n.StartsWith "decoder.") then "model." + n else n
+        let available = Dictionary<string, string>()
+        for n in stored do available.[toModelName n] <- n
+        let parameters = [ for struct (name, p) in this.named_parameters() -> name, p ]
+        let expected = HashSet<string>(parameters |> List.map fst)
+        let ignored = [ for KeyValue(n, s) in available do if config.TieWordEmbeddings && n = "proj_out.weight" then s ]
+        let missing = [ for n, _ in parameters do if not (available.ContainsKey n) then n ]
+        let unexpected = [ for KeyValue(n, s) in available do if not (expected.Contains n) && not (List.contains s ignored) then s ]
+        if options.Strict && not (missing.IsEmpty && unexpected.IsEmpty) then
+            let list (xs: string list) = if xs.IsEmpty then "none" else String.Join(", ", xs)
+            raise (InvalidDataException $"checkpoint {weights.Source} does not match the model: missing keys: {list missing}; unexpected keys: {list unexpected}")
+        let mismatched =
+            [ for n, p in parameters do
+                  match available.TryGetValue n with
+                  | true, s ->
+                      let shape = (weights.Info s).Shape
+                      if shape <> p.shape then $"{s}: checkpoint {showShape shape}, model {showShape p.shape}"
+                  | _ -> () ]
+        if not mismatched.IsEmpty then
+            let all = String.Join("; ", mismatched)
+            raise (InvalidDataException $"checkpoint {weights.Source} has tensors of the wrong shape: {all}")
+        use _ = torch.no_grad()
+        for n, p in parameters do
+            match available.TryGetValue n with
+            | true, s ->
+                use src = weights.Load(s, p.dtype)
+                p.copy_(src) |> ignore
+            | _ -> ()
+        { Missing = missing; Unexpected = unexpected; Ignored = ignored }
+
+    /// Writes a Hugging Face checkpoint folder (config.json with architectures ["WhisperForConditionalGeneration"] and
+    /// model_type "whisper", generation_config.json when the model has one, model.safetensors or shards with HF names
+    /// and metadata {"format": "pt"}), atomically.
+    member this.Save(dir: string, options: SaveOptions) : unit =
+        let parameters = [ for struct (name, p) in this.named_parameters() -> name, (p :> Tensor) ]
+        let dtype = options.DType |> Option.defaultValue this.DType
+        use _ = torch.no_grad()
+        Checkpoint.Write(dir, WhisperConfig.toJson (Checkpoint.TorchDtypeName dtype) config, generation |> Option.map GenerationConfig.toJson, parameters, options)
+
+    /// Saves with the default options (one model.safetensors in the parameters' dtype).
+    member this.Save(dir: string) : unit = this.Save(dir, SaveOptions.Default)
+
+    /// Loads a Hugging Face Whisper checkpoint folder (config.json, model.safetensors or a sharded index, optional
+    /// generation_config.json) onto device with parameters of dtype (stored F32/F16/BF16 tensors are converted), in
+    /// evaluation mode. Errors name the missing file, the bad JSON field, the mismatched tensors or the missing and
+    /// unexpected keys.
+    static member FromPretrained(dir: string, device: torch.Device, dtype: torch.ScalarType, options: LoadOptions) : WhisperModel =
+        let config = Checkpoint.ReadConfig dir
+        let generation = Checkpoint.ReadGenerationConfig dir
+        use weights = CheckpointWeights.Open dir
+        let m = new WhisperModel(config, generation)
+        try
+            m.``to``(device, dtype) |> ignore
+            m.LoadWeights(weights, options) |> ignore
+            m.eval()
+            m
+        with _ ->
+            m.Dispose()
+            reraise ()
+
+    /// Strict load (see the full overload).
+    static member FromPretrained(dir: string, device: torch.Device, dtype: torch.ScalarType) : WhisperModel =
+        WhisperModel.FromPretrained(dir, device, dtype, LoadOptions.Default)
+
+/// Functions over WhisperModel for pipelines.
+[<RequireQualifiedAccess>]
+module WhisperModel =
+    /// A randomly initialised model (float32, CPU; seed with torch.manual_seed first).
+    let create (config: WhisperConfig) = new WhisperModel(config)
+    /// Strictly loads a Hugging Face checkpoint folder onto device with parameters of dtype.
+    let fromPretrained (dir: string) (device: torch.Device) (dtype: torch.ScalarType) = WhisperModel.FromPretrained(dir, device, dtype)
+    /// mel (B, n_mels, 2·S) → (B, S, D).
+    let encode (model: WhisperModel) (mel: Tensor) = model.Encode mel
+    /// tokens (B, T), encoder output (B, S, D), cache → logits (B, T, V) and the new cache.
+    let decode (model: WhisperModel) (tokens: Tensor) (encoderHidden: Tensor) (cache: DecoderCache option) = model.Decode(tokens, encoderHidden, cache)
+    /// mel, tokens → logits (B, T, V).
+    let forward (model: WhisperModel) (mel: Tensor) (tokens: Tensor) = model.forward (mel, tokens)
+    /// mel, decoder inputs, labels (−100 ignored) → token-mean cross-entropy.
+    let loss (model: WhisperModel) (mel: Tensor) (tokens: Tensor) (labels: Tensor) = model.Loss(mel, tokens, labels)
+    /// Saves a Hugging Face checkpoint folder.
+    let save (dir: string) (options: SaveOptions) (model: WhisperModel) = model.Save(dir, options)
