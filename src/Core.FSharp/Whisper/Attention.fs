@@ -8,7 +8,7 @@ open MagnetWhisper.Core.Tensors
 /// Scores are q·kᵀ · head_dim^−0.5 (Hugging Face multiplies q by the same factor; `scaled_dot_product_attention`
 /// applies it as its default scale). Heads are laid out as (B, H, T, head_dim).
 /// `forward` is unmasked bidirectional self-attention (the encoder's); the decoder composes Query, KeyValue and Attend.
-type WhisperAttention(embedDim: int64, numHeads: int64) as this =
+type WhisperAttention(embedDim: int64, numHeads: int64, attentionDropout: float) as this =
     inherit torch.nn.Module<Tensor, Tensor>("WhisperAttention")
 
     do
@@ -59,13 +59,15 @@ type WhisperAttention(embedDim: int64, numHeads: int64) as this =
     /// softmax(q·kᵀ / √head_dim + mask)·v with heads merged and `out_proj` applied.
     /// q (B, H, Tq, head_dim); k, v (B, H, Tk, head_dim); mask: None, or a bool (B or 1, 1, Tq, Tk) tensor that is
     /// true where a query may attend to a key (every row must allow at least one key). causal applies the
-    /// lower-triangular mask instead (only when Tq = Tk and mask is None). Returns (B, Tq, D).
-    member _.Attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor option, causal: bool) : Tensor =
+    /// lower-triangular mask instead (only when Tq = Tk and mask is None). In training mode the attention
+    /// probabilities are dropped with the configured attention dropout. Returns (B, Tq, D).
+    member this.Attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor option, causal: bool) : Tensor =
         let b, tq = q.shape.[0], q.shape.[2]
+        let p = if this.training then attentionDropout else 0.0
         let a =
             match mask with
-            | Some m -> torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask = m)
-            | None -> torch.nn.functional.scaled_dot_product_attention(q, k, v, is_casual = causal)
+            | Some m -> torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask = m, p = p)
+            | None -> torch.nn.functional.scaled_dot_product_attention(q, k, v, p = p, is_casual = causal)
         out_proj.forward (a.transpose(1, 2).reshape(b, tq, embedDim))
 
     /// Unmasked bidirectional self-attention: x (B, T, D) → (B, T, D).

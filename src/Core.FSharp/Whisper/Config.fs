@@ -15,19 +15,29 @@ type WhisperConfig =
       NumMelBins: int
       /// Model width D.
       DModel: int
+      /// Encoder blocks.
       EncoderLayers: int
+      /// Decoder blocks.
       DecoderLayers: int
+      /// Encoder attention heads (must divide DModel).
       EncoderAttentionHeads: int
+      /// Decoder attention heads (must divide DModel).
       DecoderAttentionHeads: int
+      /// Hidden width of the encoder FFN.
       EncoderFfnDim: int
+      /// Hidden width of the decoder FFN.
       DecoderFfnDim: int
       /// Encoder positions after the convolutions (1500); the encoder input has 2 × this many mel frames.
       MaxSourcePositions: int
       /// Learned decoder positions (448): the longest token sequence the decoder accepts.
       MaxTargetPositions: int
+      /// Padding token (its embedding row gets no gradient, as in Hugging Face).
       PadTokenId: int
+      /// Beginning-of-stream token.
       BosTokenId: int
+      /// End-of-text token (the first one when config.json lists several).
       EosTokenId: int
+      /// First decoder input (`<|startoftranscript|>`).
       DecoderStartTokenId: int
       /// Tokens suppressed at the first sampled position (HF `begin_suppress_tokens`).
       BeginSuppressTokens: int[]
@@ -39,8 +49,11 @@ type WhisperConfig =
       ScaleEmbedding: bool
       /// When true (every released Whisper) `proj_out` shares `model.decoder.embed_tokens.weight`.
       TieWordEmbeddings: bool
+      /// Dropout after attention, FFN and embeddings in training mode (0 in every released model).
       Dropout: float
+      /// Dropout of the attention probabilities in training mode (0 in every released model).
       AttentionDropout: float
+      /// Dropout after the FFN activation in training mode.
       ActivationDropout: float
       /// Standard deviation of the random initialisation (HF `init_std`).
       InitStd: float
@@ -57,21 +70,31 @@ type WhisperConfig =
 /// Settings of Hugging Face `generation_config.json` that decoding uses. `alignment_heads`, `forced_decoder_ids` and
 /// any other key are not interpreted; they are kept verbatim in `Extra` and written back on save.
 type GenerationConfig =
-    { SuppressTokens: int[]
+    { /// Tokens never sampled.
+      SuppressTokens: int[]
+      /// Tokens not sampled at the first position.
       BeginSuppressTokens: int[]
       /// Language token text (e.g. "&lt;|en|&gt;") to id.
       LangToId: Map<string, int>
       /// Task ("transcribe", "translate") to id.
       TaskToId: Map<string, int>
+      /// `<|notimestamps|>`.
       NoTimestampsTokenId: int option
+      /// `<|startoftranscript|>`.
       DecoderStartTokenId: int option
       /// End-of-text ids (HF allows an int or a list).
       EosTokenIds: int[]
+      /// Padding token.
       PadTokenId: int option
+      /// Beginning-of-stream token.
       BosTokenId: int option
+      /// Longest generated sequence, prompt included.
       MaxLength: int option
+      /// True for multilingual checkpoints.
       IsMultilingual: bool option
+      /// Latest timestamp token allowed first.
       MaxInitialTimestampIndex: int option
+      /// Every other key, as raw JSON text.
       Extra: Map<string, string> }
 
 /// JSON reading helpers with errors that name the file and the field.

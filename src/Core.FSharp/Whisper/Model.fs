@@ -112,7 +112,8 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
             else
                 p.normal_(0.0, std) |> ignore
                 if name = "model.decoder.embed_tokens.weight" && config.PadTokenId >= 0 && config.PadTokenId < config.VocabSize then
-                    p.[int64 config.PadTokenId].zero_() |> ignore
+                    use row = p.select(0, int64 config.PadTokenId)
+                    row.zero_() |> ignore
 
     /// Output projection of decoder hidden states (B, T, D) → logits (B, T, V): hidden · embed_tokensᵀ when tied,
     /// else proj_out.

@@ -15,23 +15,38 @@ open MagnetWhisper.Core.Tensors
 
 /// Element types of the safetensors format.
 type SafeDType =
+    /// float64
     | F64
+    /// float32
     | F32
+    /// IEEE half
     | F16
+    /// bfloat16
     | BF16
+    /// int64
     | I64
+    /// int32
     | I32
+    /// int16
     | I16
+    /// int8
     | I8
+    /// uint8
     | U8
+    /// bool (one byte)
     | Bool
 
 /// One tensor entry of a safetensors header. Offsets are relative to the start of the data section.
 type SafeTensorInfo =
-    { Name: string
+    { /// Tensor name (the header key).
+      Name: string
+      /// Stored element type.
       DType: SafeDType
+      /// Shape (empty for a scalar).
       Shape: int64[]
+      /// First byte, relative to the data section.
       Begin: int64
+      /// One past the last byte, relative to the data section.
       End: int64 }
 
 /// The safetensors format: an 8-byte little-endian header length N, N bytes of JSON

@@ -198,6 +198,21 @@ let tests =
                 Expect.throwsT<ArgumentException> (fun () -> m.Loss(mel, tokens, allIgnored) |> ignore) "nothing to average"
             }
 
+            test "dropout acts in training mode only" {
+                let config = { tinyConfig with Dropout = 0.2; AttentionDropout = 0.2; ActivationDropout = 0.2 }
+                use m = randomModel 34L config
+                let mel = randomMel 35L config 1L
+                let tokens = randomTokens 36L config 1L 4L
+                use a = m.forward (mel, tokens)
+                use b = m.forward (mel, tokens)
+                Expect.isTrue (identical a b) "evaluation mode is deterministic"
+                m.train()
+                use c = m.forward (mel, tokens)
+                use d = m.forward (mel, tokens)
+                Expect.isFalse (identical c d) "training mode drops"
+                m.eval()
+            }
+
             test "decoder inputs are the labels shifted right after the start token, -100 as padding" {
                 use m = randomModel 30L tinyConfig
                 let labels = torch.tensor([| 5L; 6L; 7L; 8L; 9L; -100L; -100L; 4L |]).view(2L, 4L)
