@@ -2,6 +2,7 @@
 module MagnetWhisper.Cli.Output
 
 open System
+open TorchSharp
 
 /// Writes an error line to stderr.
 let error (message: string) = eprintfn "magnet: %s" message
@@ -11,3 +12,18 @@ let progress (quiet: bool) (message: string) = if not quiet then eprintfn "%s" m
 
 /// Formats a duration in milliseconds with three significant digits.
 let ms (seconds: float) = sprintf "%.3g ms" (seconds * 1000.0)
+
+/// Parses a dtype name: float32 (fp32, f32), float16 (fp16, f16, half), bfloat16 (bf16) or float64 (fp64, double).
+let parseDtype (name: string) : torch.ScalarType =
+    match name.Trim().ToLowerInvariant() with
+    | "float32" | "fp32" | "f32" -> torch.float32
+    | "float16" | "fp16" | "f16" | "half" -> torch.float16
+    | "bfloat16" | "bf16" -> torch.bfloat16
+    | "float64" | "fp64" | "f64" | "double" -> torch.float64
+    | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16, bfloat16 or float64"
+
+/// The median of a non-empty sample.
+let median (xs: float[]) : float =
+    let s = Array.sort xs
+    let n = s.Length
+    if n % 2 = 1 then s.[n / 2] else (s.[n / 2 - 1] + s.[n / 2]) / 2.0

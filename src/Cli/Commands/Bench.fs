@@ -6,6 +6,7 @@ open System.Diagnostics
 open Argu
 open TorchSharp
 open MagnetWhisper.Core.Segments
+open MagnetWhisper.Cli
 
 type private Tensor = torch.Tensor
 
@@ -34,23 +35,12 @@ type DownsampleBenchArgs =
 
 type BenchArgs =
     | [<CliPrefix(CliPrefix.None)>] Downsample of ParseResults<DownsampleBenchArgs>
+    | [<CliPrefix(CliPrefix.None)>] Encoder of ParseResults<BenchEncoder.BenchEncoderArgs>
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Downsample _ -> "segment-mean pooling: index_add + closed-form gradient vs finite-difference variant vs dense."
-
-let private parseDtype (name: string) =
-    match name.Trim().ToLowerInvariant() with
-    | "float32" | "fp32" -> torch.float32
-    | "float16" | "fp16" | "half" -> torch.float16
-    | "bfloat16" | "bf16" -> torch.bfloat16
-    | "float64" | "fp64" | "double" -> torch.float64
-    | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16, bfloat16 or float64"
-
-let private median (xs: float[]) =
-    let s = Array.sort xs
-    let n = s.Length
-    if n % 2 = 1 then s.[n / 2] else (s.[n / 2 - 1] + s.[n / 2]) / 2.0
+            | Encoder _ -> "Whisper encoder forward per 30 s window: median time, real-time factor, GFLOP/s."
 
 /// One forward + backward pass of pool in a fresh dispose scope (memory stays flat); returns seconds.
 let private timeOnce (device: torch.Device) (pool: Tensor -> Tensor -> Tensor) (boundaries: Tensor) (hidden: Tensor) (upstream: Tensor) =
@@ -72,7 +62,7 @@ let private runDownsample (args: ParseResults<DownsampleBenchArgs>) =
     let dim = int64 (args.GetResult(Dim, defaultValue = 768))
     let rate = args.GetResult(Rate, defaultValue = 0.25)
     let repeats = args.GetResult(Repeats, defaultValue = 7)
-    let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
+    let dtype = Output.parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
     let quiet = args.Contains Quiet
     args.TryGetResult Threads |> Option.iter (fun n ->
         if n < 1 then invalidArg "threads" $"threads must be positive, but is {n}"
@@ -108,19 +98,19 @@ let private runDownsample (args: ParseResults<DownsampleBenchArgs>) =
           "dense (B, L, S) weights", (fun b x -> Downsample.denseReference options b x None) ]
     // Round-robin (one pass of each implementation per round) so that load from other processes hits all alike.
     for name, pool in implementations do
-        MagnetWhisper.Cli.Output.progress quiet $"warming up {name} ..."
+        Output.progress quiet $"warming up {name} ..."
         timeOnce device pool boundaries hidden upstream |> ignore
     let rounds =
         Array.init repeats (fun r ->
-            MagnetWhisper.Cli.Output.progress quiet $"round {r + 1}/{repeats}"
+            Output.progress quiet $"round {r + 1}/{repeats}"
             implementations |> List.map (fun (_, pool) -> timeOnce device pool boundaries hidden upstream) |> Array.ofList)
     let results = implementations |> List.mapi (fun i (name, _) -> name, rounds |> Array.map (fun times -> times.[i]))
     printfn "downsample forward+backward: B=%d L=%d D=%d S=%d dtype=%O device=%O threads=%d repeats=%d (median of round-robin passes after 1 warm-up)"
         batch length dim s dtype device (torch.get_num_threads ()) repeats
     printfn "%-32s %12s %12s" "implementation" "median" "min"
     for name, times in results do
-        printfn "%-32s %12s %12s" name (MagnetWhisper.Cli.Output.ms (median times)) (MagnetWhisper.Cli.Output.ms (Array.min times))
-    let medianOf name = results |> List.find (fst >> (=) name) |> snd |> median
+        printfn "%-32s %12s %12s" name (Output.ms (Output.median times)) (Output.ms (Array.min times))
+    let medianOf name = results |> List.find (fst >> (=) name) |> snd |> Output.median
     let dense = medianOf "dense (B, L, S) weights"
     printfn "speed-up vs dense: index_add %.1fx, finite difference %.1fx"
         (dense / medianOf "index_add + closed form") (dense / medianOf "finite difference (SPEC §2.2)")
@@ -132,7 +122,8 @@ let private runDownsample (args: ParseResults<DownsampleBenchArgs>) =
 let run (args: ParseResults<BenchArgs>) : int =
     match args.TryGetSubCommand() with
     | Some(Downsample a) -> runDownsample a
+    | Some(Encoder a) -> BenchEncoder.run a
     | None ->
-        MagnetWhisper.Cli.Output.error "bench needs a subcommand: downsample"
+        Output.error "bench needs a subcommand: downsample or encoder"
         eprintfn "%s" (args.Parser.PrintUsage())
         2

@@ -51,21 +51,6 @@ type EncoderBenchResult =
       /// Achieved GFLOP/s at the median.
       GflopPerSecond: float }
 
-let private parseDtype (name: string) =
-    match name.Trim().ToLowerInvariant() with
-    | "float32"
-    | "f32" -> torch.ScalarType.Float32
-    | "float16"
-    | "f16"
-    | "half" -> torch.ScalarType.Float16
-    | "bfloat16"
-    | "bf16" -> torch.ScalarType.BFloat16
-    | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16 or bfloat16"
-
-let private median (xs: float[]) =
-    let s = Array.sort xs
-    if s.Length % 2 = 1 then s.[s.Length / 2] else 0.5 * (s.[s.Length / 2 - 1] + s.[s.Length / 2])
-
 /// Times encoder forwards of random log-mel windows under inference mode: warmup untimed, then repeats timed.
 let measure (model: WhisperModel) (description: string) (batch: int) (warmup: int) (repeats: int) : EncoderBenchResult =
     if batch < 1 then invalidArg "batch" "batch must be at least 1"
@@ -83,7 +68,7 @@ let measure (model: WhisperModel) (description: string) (batch: int) (warmup: in
         sw.Elapsed.TotalSeconds
     for _ in 1 .. warmup do once () |> ignore
     let times = Array.init repeats (fun _ -> once ())
-    let med = median times
+    let med = Output.median times
     let perWindow = med / float batch
     let windowSeconds = float config.InputFrames * 0.01
     let gflop = EncoderFlops.perWindow config / 1e9
@@ -104,7 +89,7 @@ let measure (model: WhisperModel) (description: string) (batch: int) (warmup: in
 /// Runs the command: prints the figures on stdout, progress on stderr.
 let run (args: ParseResults<BenchEncoderArgs>) : int =
     let device = Device.parse (args.GetResult(Device, defaultValue = "auto"))
-    let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
+    let dtype = Output.parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
     args.TryGetResult Threads |> Option.iter (fun n ->
         if n < 1 then invalidArg "threads" "threads must be at least 1"
         torch.set_num_threads n)
