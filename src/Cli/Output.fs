@@ -27,3 +27,18 @@ let median (xs: float[]) : float =
     let s = Array.sort xs
     let n = s.Length
     if n % 2 = 1 then s.[n / 2] else (s.[n / 2 - 1] + s.[n / 2]) / 2.0
+
+/// The machine's warm matrix-multiply rate in GFLOP/s (median of `repeats` n×n×n products in dtype on device),
+/// the ceiling against which compute-bound benchmarks are judged.
+let matmulRate (device: torch.Device) (dtype: torch.ScalarType) (n: int64) (repeats: int) : float =
+    use _ = torch.inference_mode()
+    use a = torch.randn([| n; n |], dtype = dtype, device = device)
+    use b = torch.randn([| n; n |], dtype = dtype, device = device)
+    let once () =
+        let watch = Diagnostics.Stopwatch.StartNew()
+        use c = a.matmul b
+        if device.``type`` = DeviceType.CUDA then torch.cuda.synchronize ()
+        watch.Elapsed.TotalSeconds
+    once () |> ignore
+    let seconds = Array.init repeats (fun _ -> once ())
+    2.0 * float n * float n * float n / median seconds / 1e9

@@ -116,4 +116,6 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
     printfn "forward      median %s (min %s, max %s)" (Output.ms r.MedianSeconds) (Output.ms r.MinSeconds) (Output.ms r.MaxSeconds)
     printfn "per 30 s     %s, real-time factor %.4f (%.0f× real time)" (Output.ms r.SecondsPerWindow) r.RealTimeFactor (1.0 / r.RealTimeFactor)
     printfn "throughput   %.1f GFLOP per 30 s (convs + projections + attention + FFN), %.1f GFLOP/s" r.GflopPerWindow r.GflopPerSecond
+    let ceiling = Output.matmulRate model.Device model.DType 2048L 5
+    printfn "ceiling      2048³ matmul in this run: %.1f GFLOP/s; the encoder reaches %.0f%% of it" ceiling (100.0 * r.GflopPerSecond / ceiling)
     0
