@@ -29,13 +29,14 @@ type MagnetDecoder(config: WhisperConfig, theta: float) as this =
         this.register_module("layers", layers)
         this.register_module("layer_norm", layer_norm)
         // Kept for the checkpoint layout; RoPE replaces the learned positions (SPEC §5.4).
-        embed_positions.weight.requires_grad <- false
+        (embed_positions.get_parameter "weight").requires_grad <- false
 
     /// Components are registered explicitly under the Hugging Face names.
     override _.RegisterComponents() = ()
 
-    /// The token embedding (V, D), also the output projection when tied.
-    member _.TokenEmbedding: Tensor = embed_tokens.weight
+    /// The token embedding (V, D), also the output projection when tied. (Read through the registered parameter:
+    /// TorchSharp's `Embedding.weight` getter allocates a new handle on every call.)
+    member _.TokenEmbedding: Tensor = embed_tokens.get_parameter "weight"
 
     /// A cache with no tokens: cross keys (rotated at encoder positions 0..S−1) and values of every layer from the
     /// encoder output (B, S, D), empty self K/V. encoderMask (B, S) (bool or 0/1) marks valid encoder positions; a row
@@ -44,7 +45,7 @@ type MagnetDecoder(config: WhisperConfig, theta: float) as this =
         requireRank "encoderHidden" 3 encoderHidden
         requireDim "encoderHidden" 2 d encoderHidden
         let b, s = encoderHidden.shape.[0], encoderHidden.shape.[1]
-        let w = embed_tokens.weight
+        let w = embed_tokens.get_parameter "weight"
         if not (Devices.same encoderHidden.device w.device) then
             invalidArg "encoderHidden" $"encoderHidden is on {encoderHidden.device} but the decoder is on {w.device}"
         let hidden = if encoderHidden.dtype = w.dtype then encoderHidden else encoderHidden.to_type w.dtype
@@ -75,7 +76,7 @@ type MagnetDecoder(config: WhisperConfig, theta: float) as this =
         let past = cache.Length
         if past + t > maxPositions then
             invalidArg "tokens" $"the decoder takes at most {maxPositions} tokens (max_target_positions); the cache holds {past} and {t} more were given"
-        let w = embed_tokens.weight
+        let w = embed_tokens.get_parameter "weight"
         let device = w.device
         if not (Devices.same tokens.device device) then invalidArg "tokens" $"tokens are on {tokens.device} but the decoder is on {device}"
         if t > 0L then

@@ -143,7 +143,7 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
         if not options.Predictors.IsEmpty then this.register_module("boundary_predictors", predictors)
         if additional.Length > 0 then this.register_module("additional_convs", additional_convs)
         // Kept for the checkpoint layout; MagnetWhisper adds no absolute positions (SPEC §5.4).
-        embed_positions.weight.requires_grad <- false
+        (embed_positions.get_parameter "weight").requires_grad <- false
 
     /// Components are registered explicitly under the Hugging Face and original names.
     override _.RegisterComponents() = ()

@@ -7,6 +7,7 @@ namespace MagnetWhisper.Core.Magnet
 open System
 open System.Collections.Generic
 open System.IO
+open System.Text.Json
 open TorchSharp
 open MagnetWhisper.Core.Whisper
 
@@ -188,7 +189,7 @@ module OriginalCheckpoint =
 
     /// Imports an original checkpoint folder as a MagnetWhisper model on device with floating-point tensors of
     /// dtype, in evaluation mode. The Whisper weights come from model.safetensors (or its shards) or
-    /// pytorch_model.bin; predictor weights from boundary_predictors.bin (they override copies in the main file);
+    /// pytorch_model.bin (or its shards); predictor weights from boundary_predictors.bin (they override copies in the main file);
     /// extra-convolution weights from additional_convs.bin when present. Every model tensor must be found with its
     /// shape; unexpected tensors are errors (tied `proj_out.weight` is ignored).
     let import (options: ImportOptions) (dir: string) (device: torch.Device) (dtype: torch.ScalarType) : MagnetWhisperModel =
@@ -236,6 +237,7 @@ module OriginalCheckpoint =
             let safetensors = Path.Combine(dir, Checkpoint.WeightsFile)
             let index = Path.Combine(dir, Checkpoint.IndexFile)
             let pytorch = Path.Combine(dir, PytorchWeightsFile)
+            let pytorchIndex = Path.Combine(dir, PytorchWeightsFile + ".index.json")
             let mainSource =
                 if File.Exists safetensors || File.Exists index then
                     let w = CheckpointWeights.Open dir
@@ -247,7 +249,20 @@ module OriginalCheckpoint =
                     disposables.Add a
                     for n, t in stateTensors a "" do tensors.[n] <- t
                     pytorch
-                else raise (FileNotFoundException($"{dir} has no {Checkpoint.WeightsFile}, {Checkpoint.IndexFile} or {PytorchWeightsFile}", safetensors))
+                elif File.Exists pytorchIndex then
+                    // Sharded pickles: pytorch_model.bin.index.json maps tensor names to shard files.
+                    let shards =
+                        use doc = JsonDocument.Parse(File.ReadAllText pytorchIndex)
+                        match doc.RootElement.TryGetProperty "weight_map" with
+                        | true, m when m.ValueKind = JsonValueKind.Object -> [ for p in m.EnumerateObject() -> p.Value.GetString() ] |> List.distinct
+                        | _ -> fail pytorchIndex "no weight_map"
+                    for shard in shards do
+                        if Path.GetFileName shard <> shard then fail pytorchIndex $"shard name '{shard}' is not a plain file name"
+                        let a = TorchArchive.Open(Path.Combine(dir, shard))
+                        disposables.Add a
+                        for n, t in stateTensors a "" do tensors.[n] <- t
+                    pytorchIndex
+                else raise (FileNotFoundException($"{dir} has no {Checkpoint.WeightsFile}, {Checkpoint.IndexFile}, {PytorchWeightsFile} or {PytorchWeightsFile}.index.json", safetensors))
             for KeyValue(layer, state) in predictorStates do
                 for n, t in state do
                     tensors.[$"model.encoder.boundary_predictors.{layer}.{n}"] <- t

@@ -234,15 +234,16 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
 
     /// One decoding step: new tokens (B, T), the encoder output (B, S, D) and mask (B, S) (used only when cache is
     /// None), the cache, a mask of real tokens (B, T) → logits (B, T, V) and the extended cache.
-    member _.Decode(tokens: Tensor, encoderHidden: Tensor, encoderMask: Tensor option, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
+    member this.Decode(tokens: Tensor, encoderHidden: Tensor, encoderMask: Tensor option, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
         use scope = torch.NewDisposeScope()
+        let device = this.Device
         let cache =
             match cache with
             | Some c -> c
             | None ->
                 if isNull encoderHidden then nullArg "encoderHidden"
-                model.Decoder.StartCache(encoderHidden, encoderMask)
-        let out = model.Decoder.call(tokens, cache, tokenMask)
+                model.Decoder.StartCache(encoderHidden.``to``(device), encoderMask |> Option.map (fun m -> m.``to``(device)))
+        let out = model.Decoder.call(tokens.``to``(device), cache, tokenMask |> Option.map (fun m -> m.``to``(device)))
         let logits = this.Logits out.Hidden
         keep scope (logits :: out.Cache.Tensors)
         { Logits = logits; Cache = out.Cache }
@@ -386,6 +387,4 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
                 { Hidden = enc.Hidden; Mask = mask })
 
         member this.Decode(tokens: Tensor, audio: EncodedAudio, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
-            inference (fun () ->
-                let device = this.Device
-                this.Decode(tokens.``to``(device), audio.Hidden, audio.Mask, cache, tokenMask |> Option.map (fun m -> m.``to``(device))))
+            inference (fun () -> this.Decode(tokens, audio.Hidden, audio.Mask, cache, tokenMask))

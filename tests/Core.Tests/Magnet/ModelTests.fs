@@ -308,6 +308,28 @@ let tests =
                 Expect.sequenceEqual r.Logits.shape [| 2L; 1L; 97L |] "logits"
             }
 
+            test "encode, forward, decode and generate leave no live tensors behind once their results are disposed" {
+                use m = magnet 32L config (withPredictor 1 Bp1 0.3)
+                let mel, mask = paddedMel 33L config [| 48L; 22L |]
+                let labels = torch.tensor([| 5L; 6L; 7L; 8L |]).reshape(2L, 2L)
+                let targets = torch.tensor([| 6.0f; 4.0f |]).reshape(1L, 2L)
+                let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+                let before = live ()
+                let run () =
+                    use enc = m.Encode(mel, Some mask)
+                    use g = Boundaries.generator 34L torch.CPU
+                    use r = m.Forward(ForwardInput.Training(mel, Some mask, labels, Some targets, g))
+                    let speech = m :> ISpeechModel
+                    use audio = speech.Encode(mel, Some mask)
+                    let step = speech.Decode(labels, audio, None, None)
+                    step.Logits.Dispose()
+                    for t in step.Cache.Tensors do
+                        t.Dispose()
+                run ()
+                Greedy.generate (m :> ISpeechModel) mel (Some mask) (Greedy.prompt config) 4 |> ignore
+                Expect.equal (live ()) before "live tensors"
+            }
+
             test "greedy generation is batch-invariant: a file alone equals the same file in a padded batch" {
                 use _ = torch.NewDisposeScope()
                 use m = magnet 30L config (withPredictor 1 Bp1 0.3)
