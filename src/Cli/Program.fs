@@ -11,6 +11,8 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Features of ParseResults<Features.FeaturesArgs>
+    | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.ConvertArgs>
+    | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -18,6 +20,8 @@ type Command =
             | Demo _ -> "run the built-in demonstration on synthetic data."
             | Bench _ -> "measure speed: downsample, encoder, transcribe."
             | Features _ -> "write Whisper's log-mel features (and frame mask) of an audio file as .npy."
+            | Convert _ -> "convert a Whisper folder (with predictor options) or import an original checkpoint into a MagnetWhisper folder."
+            | Inspect _ -> "print a Whisper or MagnetWhisper folder's structure, predictor slots and parameter counts."
 
 [<EntryPoint>]
 let main argv =
@@ -29,6 +33,8 @@ let main argv =
         | Demo a -> Demo.run a
         | Bench a -> Bench.run a
         | Features a -> Features.run a
+        | Convert a -> Convert.run a
+        | Inspect a -> Inspect.run a
     with
     | :? ArgumentException as e ->
         Output.error e.Message
@@ -36,3 +42,9 @@ let main argv =
     | :? IO.FileNotFoundException as e ->
         Output.error e.Message
         2
+    | :? IO.DirectoryNotFoundException as e ->
+        Output.error e.Message
+        2
+    | :? IO.InvalidDataException as e ->
+        Output.error e.Message
+        1

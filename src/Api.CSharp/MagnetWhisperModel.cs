@@ -1,0 +1,289 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using MagnetWhisper.Core.Decoding;
+using Microsoft.FSharp.Core;
+using TorchSharp;
+using static TorchSharp.torch;
+using Mg = MagnetWhisper.Core.Magnet;
+using WhisperCore = MagnetWhisper.Core.Whisper;
+
+namespace MagnetWhisper
+{
+    /// <summary>What one boundary predictor did in a forward pass. The tensors belong to the result that holds this entry.</summary>
+    public sealed class BoundaryLayerResult
+    {
+        internal BoundaryLayerResult(Mg.EncoderPredictorLayer l)
+        {
+            Layer = l.Index;
+            Type = l.Kind.IsBp1 ? PredictorType.Bp1 : l.Kind.IsBp2 ? PredictorType.Bp2 : l.Kind.IsBp3 ? PredictorType.Bp3 : PredictorType.Bp4;
+            InputLength = l.InputLength;
+            OutputLength = l.OutputLength;
+            KeptFraction = l.KeptFraction;
+            BoundaryCounts = l.Output.BoundaryCounts;
+            ValidCounts = l.Output.ValidCounts;
+            Loss = l.Output.Loss;
+            LossPerUtterance = l.Output.LossPerUtterance;
+            Boundaries = l.Output.Boundaries;
+            Probabilities = l.Output.Probabilities;
+            SpacingCv = l.Output.MeanSpacingCv;
+            Adjacency = l.Output.AdjacencyOverall;
+        }
+
+        /// <summary>The encoder layer the predictor runs before.</summary>
+        public int Layer { get; }
+
+        /// <summary>The predictor type.</summary>
+        public PredictorType Type { get; }
+
+        /// <summary>Sequence length before the predictor.</summary>
+        public long InputLength { get; }
+
+        /// <summary>Sequence length after it (the largest boundary count of the batch).</summary>
+        public long OutputLength { get; }
+
+        /// <summary>Boundaries / valid positions over the batch (1 / compression).</summary>
+        public double KeptFraction { get; }
+
+        /// <summary>(B) boundaries per utterance.</summary>
+        public Tensor BoundaryCounts { get; }
+
+        /// <summary>(B) valid positions per utterance.</summary>
+        public Tensor ValidCounts { get; }
+
+        /// <summary>() the predictor's mean boundary loss (0 at inference).</summary>
+        public Tensor Loss { get; }
+
+        /// <summary>(B) each utterance's boundary loss.</summary>
+        public Tensor LossPerUtterance { get; }
+
+        /// <summary>(B, L) the hard boundaries that were pooled.</summary>
+        public Tensor Boundaries { get; }
+
+        /// <summary>(B, L) boundary probabilities.</summary>
+        public Tensor Probabilities { get; }
+
+        /// <summary>() mean coefficient of variation of the boundary spacing.</summary>
+        public Tensor SpacingCv { get; }
+
+        /// <summary>() fraction of boundary gaps equal to one frame.</summary>
+        public Tensor Adjacency { get; }
+    }
+
+    /// <summary>The encoder output of MagnetWhisper with its boundary statistics. Dispose it to free its tensors.</summary>
+    public sealed class MagnetEncoderResult : IDisposable
+    {
+        readonly Mg.EncoderOutput output;
+
+        internal MagnetEncoderResult(Mg.EncoderOutput output)
+        {
+            this.output = output;
+            Layers = output.Layers.Select(l => new BoundaryLayerResult(l)).ToArray();
+        }
+
+        /// <summary>(B, S, D) encoder states.</summary>
+        public Tensor Hidden => output.Hidden;
+
+        /// <summary>(B, S) validity of the S positions.</summary>
+        public Tensor Mask => output.Mask;
+
+        /// <summary>One entry per predictor, in layer order.</summary>
+        public IReadOnlyList<BoundaryLayerResult> Layers { get; }
+
+        /// <summary>The sequence length each encoder layer ran on.</summary>
+        public IReadOnlyList<long> LayerLengths => output.LayerLengths;
+
+        /// <summary>() the summed boundary loss of all predictors.</summary>
+        public Tensor BoundaryLoss => output.BoundaryLoss;
+
+        /// <summary>(B) log-probability of the sampled boundaries (sampling and RL modes), else null.</summary>
+        public Tensor? LogProbability => output.LogProb is null ? null : output.LogProb.Value;
+
+        /// <inheritdoc />
+        public void Dispose() => ((IDisposable)output).Dispose();
+    }
+
+    /// <summary>The result of a forward pass with labels. Dispose it to free its tensors.</summary>
+    public sealed class MagnetForwardResult : IDisposable
+    {
+        readonly Mg.ForwardResult result;
+
+        internal MagnetForwardResult(Mg.ForwardResult result)
+        {
+            this.result = result;
+            Encoder = new MagnetEncoderResult(result.Encoder);
+        }
+
+        /// <summary>() token-mean cross-entropy + the summed boundary losses.</summary>
+        public Tensor Loss => result.Loss;
+
+        /// <summary>(B, T, V) next-token logits.</summary>
+        public Tensor Logits => result.Logits;
+
+        /// <summary>() token-mean cross-entropy.</summary>
+        public Tensor CrossEntropy => result.CrossEntropy;
+
+        /// <summary>() summed boundary losses.</summary>
+        public Tensor BoundaryLoss => result.BoundaryLoss;
+
+        /// <summary>(B) each utterance's cross-entropy.</summary>
+        public Tensor CrossEntropyPerUtterance => result.CrossEntropyPerUtterance;
+
+        /// <summary>(B) each utterance's cross-entropy plus its own boundary losses (the RL reward is its negative).</summary>
+        public Tensor LossPerUtterance => result.LossPerUtterance;
+
+        /// <summary>The encoder output and the boundary statistics of every predictor.</summary>
+        public MagnetEncoderResult Encoder { get; }
+
+        /// <summary>The boundary statistics of every predictor (same as <c>Encoder.Layers</c>).</summary>
+        public IReadOnlyList<BoundaryLayerResult> Layers => Encoder.Layers;
+
+        /// <inheritdoc />
+        public void Dispose() => ((IDisposable)result).Dispose();
+    }
+
+    /// <summary>
+    /// MagnetWhisper: a Whisper model whose encoder shortens its sequence with learnable boundary predictors, with rotary
+    /// position embeddings in every attention. Convert a Whisper folder with <see cref="FromWhisper"/>, reopen a saved model
+    /// with <see cref="Load"/>, import a checkpoint of the original Python project with <see cref="ImportOriginal"/>.
+    /// Dispose the model to free its parameters.
+    /// </summary>
+    public sealed class MagnetWhisperModel : IDisposable
+    {
+        MagnetWhisperModel(Mg.MagnetWhisperModel model) => Model = model;
+
+        /// <summary>The F# core model, for the full API (encoder inputs, decoding caches, the <c>ISpeechModel</c> contract).</summary>
+        public Mg.MagnetWhisperModel Model { get; }
+
+        /// <summary>The model as the speech-model contract of the decoding strategies (greedy, beam search, timestamps).</summary>
+        public ISpeechModel SpeechModel => Model;
+
+        /// <summary>The device of the parameters.</summary>
+        public Device Device => Model.Device;
+
+        /// <summary>The predictors, extra convolutions and compatibility options.</summary>
+        public MagnetOptions Options => MagnetOptions.FromCore(Model.Options);
+
+        /// <summary>Model width d_model.</summary>
+        public int DModel => Model.Config.DModel;
+
+        /// <summary>Number of encoder layers (and predictor slots).</summary>
+        public int EncoderLayers => Model.Config.EncoderLayers;
+
+        /// <summary>Vocabulary size.</summary>
+        public int VocabSize => Model.Config.VocabSize;
+
+        /// <summary>Mel frames per window (3000 for released models).</summary>
+        public int InputFrames => Model.Config.InputFrames;
+
+        /// <summary>Number of parameter elements.</summary>
+        public long ParameterCount => Model.parameters().Sum(p => p.numel());
+
+        static Device ParseDevice(string device) => Core_Device.Parse(device ?? throw new ArgumentNullException(nameof(device)));
+
+        /// <summary>
+        /// Converts a Hugging Face Whisper folder: same Whisper weights, RoPE in every attention, no absolute positions, and
+        /// new boundary predictors and extra convolutions as <paramref name="options"/> says.
+        /// </summary>
+        /// <param name="whisperDir">Folder with config.json and model.safetensors.</param>
+        /// <param name="options">Predictors, convolutions and compatibility options.</param>
+        /// <param name="device">"auto", "cpu", "cuda" or "cuda:N".</param>
+        public static MagnetWhisperModel FromWhisper(string whisperDir, MagnetOptions options, string device = "auto")
+        {
+            if (whisperDir is null) throw new ArgumentNullException(nameof(whisperDir));
+            if (options is null) throw new ArgumentNullException(nameof(options));
+            using var whisper = WhisperCore.WhisperModel.FromPretrained(whisperDir, ParseDevice(device), ScalarType.Float32);
+            var model = Mg.MagnetWhisperModel.FromWhisper(whisper, options.ToCore(whisper.Config.DModel));
+            model.eval();
+            return new MagnetWhisperModel(model);
+        }
+
+        /// <summary>Loads a MagnetWhisper folder (written by <see cref="Save"/> or <c>magnet convert</c>), validating every tensor.</summary>
+        public static MagnetWhisperModel Load(string dir, string device = "auto") =>
+            new(Mg.MagnetFormat.load(dir ?? throw new ArgumentNullException(nameof(dir)), ParseDevice(device), ScalarType.Float32));
+
+        /// <summary>Imports a checkpoint saved by the original Python project (boundary_params.pt, boundary_predictors.bin, ...).</summary>
+        /// <param name="dir">The original checkpoint folder.</param>
+        /// <param name="device">"auto", "cpu", "cuda" or "cuda:N".</param>
+        /// <param name="originalCompatibility">True (default) keeps the original's numbers; false uses the project's behaviour.</param>
+        public static MagnetWhisperModel ImportOriginal(string dir, string device = "auto", bool originalCompatibility = true) =>
+            new(Mg.OriginalCheckpoint.import(
+                originalCompatibility ? Mg.ImportOptions.Original : Mg.ImportOptions.Project,
+                dir ?? throw new ArgumentNullException(nameof(dir)), ParseDevice(device), ScalarType.Float32));
+
+        /// <summary>Saves the model as a MagnetWhisper folder (Hugging Face files plus magnet.json), atomically.</summary>
+        public void Save(string dir) => Mg.MagnetFormat.save(dir ?? throw new ArgumentNullException(nameof(dir)), Model);
+
+        /// <summary>Switches to training mode (dropout on).</summary>
+        public void Train() => Model.train();
+
+        /// <summary>Switches to evaluation mode.</summary>
+        public void Eval() => Model.eval();
+
+        /// <summary>Makes only the boundary predictors trainable; returns the names of the trainable parameters.</summary>
+        public IReadOnlyList<string> FreezeAllButPredictors() => Model.FreezeAllButPredictors().ToArray();
+
+        /// <summary>Runs the encoder in inference mode (deterministic thresholded boundaries).</summary>
+        /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
+        /// <param name="frameMask">(B, 3000) frame validity, or null when every frame is real audio.</param>
+        public MagnetEncoderResult Encode(Tensor mel, Tensor? frameMask = null) =>
+            new(Model.Encode(mel ?? throw new ArgumentNullException(nameof(mel)), Option(frameMask)));
+
+        /// <summary>
+        /// Forward pass with labels: loss = token-mean cross-entropy + boundary losses, logits and boundary statistics.
+        /// With a <paramref name="seed"/> the predictors sample boundaries (training; reproducible for a seed), without one they
+        /// threshold (evaluation, boundary loss 0).
+        /// </summary>
+        /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
+        /// <param name="labels">(B, T) int64 labels, −100 = ignored.</param>
+        /// <param name="frameMask">(B, 3000) frame validity, or null.</param>
+        /// <param name="targets">(rows, B) target boundary counts, one row per count-trained predictor; needed when sampling.</param>
+        /// <param name="seed">Sampling seed (training), or null (evaluation).</param>
+        /// <param name="rl">RL mode: Bernoulli boundaries with log-probabilities, prior-based boundary loss.</param>
+        /// <param name="targetProgress">Target-progress lerp in [0, 1] (0: every frame a boundary, 1: the targets).</param>
+        public MagnetForwardResult Forward(Tensor mel, Tensor labels, Tensor? frameMask = null, Tensor? targets = null, long? seed = null, bool rl = false, double targetProgress = 1.0)
+        {
+            if (mel is null) throw new ArgumentNullException(nameof(mel));
+            if (labels is null) throw new ArgumentNullException(nameof(labels));
+            Generator? generator = seed is long s ? new Generator((ulong)s, Device) : null;
+            try
+            {
+                var input = new Mg.ForwardInput(
+                    mel.to(Device), Option(frameMask?.to(Device)), labels, FSharpOption<Tensor>.None, FSharpOption<Tensor>.None,
+                    Option(targets?.to(Device)),
+                    generator is null ? Mg.PredictorMode.Threshold : Mg.PredictorMode.NewSample(generator),
+                    rl, FSharpOption<Mg.Schedule>.None, targetProgress);
+                return new MagnetForwardResult(Model.Forward(input));
+            }
+            finally
+            {
+                generator?.Dispose();
+            }
+        }
+
+        /// <summary>Greedy token ids of each row after the start-of-transcript prompt, up to end-of-text.</summary>
+        /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
+        /// <param name="frameMask">(B, 3000) frame validity, or null.</param>
+        /// <param name="maxTokens">At most this many new tokens per row.</param>
+        public IReadOnlyList<int[]> GenerateTokens(Tensor mel, Tensor? frameMask = null, int maxTokens = 224) =>
+            Mg.Greedy.generate(Model, mel ?? throw new ArgumentNullException(nameof(mel)), Option(frameMask), Mg.Greedy.prompt(Model.Config), maxTokens);
+
+        /// <summary>
+        /// Transcribes the first 30 s of an audio file with greedy decoding (a minimal generator; beam search, timestamps and
+        /// long-form transcription come with the decoding strategies over <see cref="SpeechModel"/>). Needs a released
+        /// Whisper vocabulary.
+        /// </summary>
+        public string Generate(string audioPath, int maxTokens = 224) =>
+            Mg.Greedy.transcribeFile(Model, audioPath ?? throw new ArgumentNullException(nameof(audioPath)), maxTokens);
+
+        /// <inheritdoc />
+        public void Dispose() => Model.Dispose();
+
+        static FSharpOption<Tensor> Option(Tensor? t) => t is null ? FSharpOption<Tensor>.None : FSharpOption<Tensor>.Some(t);
+    }
+
+    static class Core_Device
+    {
+        public static Device Parse(string name) => MagnetWhisper.Core.Device.parse(name);
+    }
+}

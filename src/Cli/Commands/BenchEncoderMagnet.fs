@@ -1,0 +1,162 @@
+/// `magnet bench encoder --predictors ...`: encoder time of MagnetWhisper without and with boundary predictors at
+/// several compression ratios, against the theoretical FLOP reduction of running the later layers on fewer positions.
+module MagnetWhisper.Cli.Commands.BenchEncoderMagnet
+
+open System
+open System.Diagnostics
+open Argu
+open TorchSharp
+open MagnetWhisper.Core
+open MagnetWhisper.Core.Segments
+open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Magnet
+open MagnetWhisper.Cli
+
+type BenchEncoderMagnetArgs =
+    | Model of dir: string
+    | Config of size: string
+    | Predictors of layers: string
+    | Ratios of ratios: string
+    | Repeats of count: int
+    | Warmup of count: int
+    | Batch of size: int
+    | Threads of count: int
+    | Quiet
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Model _ -> "Whisper or MagnetWhisper folder (its Whisper weights are used)."
+            | Config _ -> "without --model: random weights of a released size: tiny, base, small, medium or large."
+            | Predictors _ -> "encoder layers that get a BP1, e.g. 3 or 2,6 (default 1)."
+            | Ratios _ -> "compression ratios r per predictor (default 2,4,8): each predictor keeps 1/r of its positions."
+            | Repeats _ -> "timed forwards per configuration (default 5), round-robin across configurations."
+            | Warmup _ -> "untimed forwards per configuration first (default 1)."
+            | Batch _ -> "30 s windows per forward (default 1)."
+            | Threads _ -> "libtorch intra-op threads (default: libtorch's choice)."
+            | Quiet -> "no progress lines on stderr."
+
+/// One measured configuration.
+type MagnetBenchRow =
+    { Ratio: float option
+      /// Sequence length of every encoder layer.
+      Lengths: int64[]
+      MedianSeconds: float
+      Flops: float }
+
+let private median (xs: float[]) =
+    let s = Array.sort xs
+    if s.Length % 2 = 1 then s.[s.Length / 2] else 0.5 * (s.[s.Length / 2 - 1] + s.[s.Length / 2])
+
+/// Forces every BP1 of a model to boundary rate 1/r (scorer weights 0, final bias logit(1/r)).
+let private force (model: MagnetWhisperModel) (ratio: float) =
+    use _ = torch.no_grad()
+    let rate = 1.0 / ratio
+    for n, p in model.State do
+        if n.Contains ".boundary_predictors." && n.Contains ".boundary_mlp." then
+            if n.EndsWith "boundary_mlp.2.bias" then p.fill_(Math.Log(rate / (1.0 - rate))) |> ignore
+            elif n.EndsWith ".weight" then p.zero_() |> ignore
+
+/// Measures the configurations: no predictors, then a BP1 before each given layer at each ratio (boundaries drawn
+/// at rate 1/r from a seeded generator in RL sampling mode, so no targets are needed and S ≈ L/r).
+let measure (whisper: WhisperModel) (layers: int list) (ratios: float list) (batch: int) (warmup: int) (repeats: int) (quiet: bool) : MagnetBenchRow list =
+    let config = whisper.Config
+    let build (ratio: float option) =
+        let options =
+            match ratio with
+            | None -> MagnetOptions.Default
+            | Some r -> layers |> List.fold (fun (o: MagnetOptions) l -> o.WithPredictor(l, Bp1, 1.0 / r)) MagnetOptions.Default
+        let m = MagnetWhisperModel.FromWhisper(whisper, options)
+        m.eval()
+        ratio |> Option.iter (force m)
+        m
+    let configurations = (None :: (ratios |> List.map Some)) |> List.map (fun r -> r, build r)
+    try
+        use _ = torch.inference_mode()
+        use mel = torch.randn([| int64 batch; int64 config.NumMelBins; int64 config.InputFrames |])
+        let once (model: MagnetWhisperModel) =
+            use g = Boundaries.generator 7L torch.CPU
+            let input = { EncoderInput.Inference(mel, None) with Mode = Sample g; Rl = true }
+            let sw = Stopwatch.StartNew()
+            use out = model.Encode input
+            sw.Elapsed.TotalSeconds, out.LayerLengths
+        let lengths =
+            [ for r, m in configurations ->
+                  Output.progress quiet (match r with None -> "warming up without predictors" | Some r -> $"warming up r = {r}")
+                  let mutable l = [||]
+                  for _ in 1 .. max 1 warmup do
+                      l <- snd (once m)
+                  l ]
+        let times = Array.init configurations.Length (fun _ -> ResizeArray<float>())
+        for k in 1 .. repeats do
+            Output.progress quiet $"round {k}/{repeats}"
+            configurations |> List.iteri (fun i (_, m) -> times.[i].Add(fst (once m)))
+        [ for i, (r, _) in List.indexed configurations ->
+              { Ratio = r
+                Lengths = lengths.[i]
+                MedianSeconds = median (times.[i].ToArray())
+                Flops = MagnetEncoderFlops.perWindow config lengths.[i] * float batch } ]
+    finally
+        for _, m in configurations do m.Dispose()
+
+let run (args: ParseResults<BenchEncoderMagnetArgs>) : int =
+    args.TryGetResult Threads |> Option.iter (fun n ->
+        if n < 1 then invalidArg "threads" "threads must be at least 1"
+        torch.set_num_threads n)
+    let quiet = args.Contains Quiet
+    let whisper, description =
+        match args.TryGetResult Model, args.TryGetResult Config with
+        | Some _, Some _ -> invalidArg "model" "give either --model DIR or --config SIZE, not both"
+        | Some dir, None ->
+            if MagnetFormat.isMagnetFolder dir then
+                // Use the Whisper part of a MagnetWhisper folder: its tensors under the Hugging Face names.
+                let config = Checkpoint.ReadConfig dir
+                use weights = CheckpointWeights.Open dir
+                let w = WhisperModel.create config
+                w.LoadWeights(weights, { Strict = false }) |> ignore
+                w.eval()
+                w, dir
+            else WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32, dir
+        | None, Some size ->
+            torch.manual_seed 0L |> ignore
+            let w = WhisperModel.create (WhisperConfig.preset size)
+            w.eval()
+            w, $"whisper-{size} (random weights)"
+        | None, None -> invalidArg "model" "give --model DIR or --config tiny|base|small|medium|large"
+    use whisper = whisper
+    let config = whisper.Config
+    let layers =
+        args.TryGetResult Predictors
+        |> Option.map (fun s -> [ for x in s.Split(',', StringSplitOptions.RemoveEmptyEntries) -> int (x.Trim()) ])
+        |> Option.defaultValue [ 1 ]
+    for l in layers do
+        if l < 0 || l >= config.EncoderLayers then invalidArg "predictors" $"layer {l} is outside 0..{config.EncoderLayers - 1}"
+    let ratios =
+        args.TryGetResult Ratios
+        |> Option.map (fun s -> [ for x in s.Split(',', StringSplitOptions.RemoveEmptyEntries) -> Double.Parse(x.Trim(), Globalization.CultureInfo.InvariantCulture) ])
+        |> Option.defaultValue [ 2.0; 4.0; 8.0 ]
+    for r in ratios do
+        if not (r > 1.0) then invalidArg "ratios" $"ratio {r} must be above 1"
+    let batch = args.GetResult(Batch, defaultValue = 1)
+    let repeats = args.GetResult(Repeats, defaultValue = 5)
+    let rows = measure whisper layers ratios batch (args.GetResult(Warmup, defaultValue = 1)) repeats quiet
+    let baseline = rows.Head
+    let layersText = String.Join(",", layers)
+    printfn "encoder     %s: d_model %d, %d layers, %d heads, ffn %d; BP1 before layer(s) %s" description config.DModel config.EncoderLayers config.EncoderAttentionHeads config.EncoderFfnDim layersText
+    printfn "runtime     cpu float32, %d threads, batch %d, median of %d round-robin forwards, inference mode" (torch.get_num_threads ()) batch repeats
+    printfn "%-12s %-28s %12s %10s %12s %10s %8s" "predictors" "positions per layer" "median" "speed-up" "GFLOP" "FLOP red." "ratio"
+    for r in rows do
+        let name = match r.Ratio with None -> "none" | Some x -> $"r = {x:g}"
+        // Run-length form: "1500×3 386×9".
+        let runs =
+            r.Lengths
+            |> Array.fold (fun acc l ->
+                match acc with
+                | (v, n) :: rest when v = l -> (v, n + 1) :: rest
+                | _ -> (l, 1) :: acc) []
+            |> List.rev
+        let positions = String.Join(" ", runs |> List.map (fun (v, n) -> if n = 1 then string v else $"{v}×{n}"))
+        let speedUp = baseline.MedianSeconds / r.MedianSeconds
+        let reduction = baseline.Flops / r.Flops
+        printfn "%-12s %-28s %9.0f ms %9.2f× %12.1f %9.2f× %8.2f" name positions (r.MedianSeconds * 1000.0) speedUp (r.Flops / 1e9) reduction (speedUp / reduction)
+    printfn "(ratio = measured speed-up / FLOP reduction; FLOPs count convolutions and encoder layers, not the predictor)"
+    0

@@ -1,0 +1,144 @@
+/// `magnet convert`: a Whisper folder plus predictor options → a MagnetWhisper folder, or an original project's
+/// checkpoint → a MagnetWhisper folder.
+module MagnetWhisper.Cli.Commands.Convert
+
+open System
+open System.IO
+open Argu
+open TorchSharp
+open MagnetWhisper.Core
+open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Magnet
+open MagnetWhisper.Cli
+
+type ConvertArgs =
+    | Whisper of dir: string
+    | Original of dir: string
+    | [<AltCommandLine("-p")>] Predictor of spec: string
+    | Conv_Strides of strides: string
+    | Original_Compat
+    | Project_Compat
+    | Dtype of name: string
+    | Seed of int
+    | No_Check
+    | [<AltCommandLine("-o"); Mandatory>] Output of dir: string
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Whisper _ -> "Hugging Face Whisper folder (config.json + model.safetensors) to convert."
+            | Original _ -> "folder saved by the original Python project (boundary_params.pt, boundary_predictors.bin, ...) to import."
+            | Predictor _ -> "LAYER:TYPE[:PRIOR[:POOLING]], e.g. 3:bp1:0.08:mean; TYPE bp1..bp4, POOLING attention|mean (repeatable)."
+            | Conv_Strides _ -> "extra stride convolutions after conv2, e.g. 2,2 (kernel 3, d_model channels)."
+            | Original_Compat -> "with --whisper: the original's numbers (query-only encoder masks, double target scheduling, CE over all positions)."
+            | Project_Compat -> "with --original: the project's behaviour (DECISIONS.md) instead of the original's numbers."
+            | Dtype _ -> "stored dtype: float32 (default), float16 or bfloat16."
+            | Seed _ -> "random seed of the new predictor and convolution weights (default 0)."
+            | No_Check -> "skip reloading the saved folder and the greedy sanity decode."
+            | Output _ -> "the MagnetWhisper folder to write (atomically)."
+
+let private parseDtype (name: string) =
+    match name.Trim().ToLowerInvariant() with
+    | "float32" | "f32" -> torch.ScalarType.Float32
+    | "float16" | "f16" | "half" -> torch.ScalarType.Float16
+    | "bfloat16" | "bf16" -> torch.ScalarType.BFloat16
+    | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16 or bfloat16"
+
+/// Parses LAYER:TYPE[:PRIOR[:POOLING]].
+let parsePredictor (spec: string) : PredictorSlot =
+    let parts = spec.Split(':')
+    if parts.Length < 2 || parts.Length > 4 then
+        invalidArg "predictor" $"--predictor '{spec}' must be LAYER:TYPE[:PRIOR[:POOLING]]"
+    let layer =
+        match Int32.TryParse parts.[0] with
+        | true, l -> l
+        | _ -> invalidArg "predictor" $"--predictor '{spec}': layer '{parts.[0]}' is not an integer"
+    let kind =
+        match parts.[1].Trim().ToLowerInvariant() with
+        | "bp1" | "boundarypredictor1" -> Bp1
+        | "bp2" | "boundarypredictor2" -> Bp2
+        | "bp3" | "boundarypredictor3" -> Bp3
+        | "bp4" | "boundarypredictor4" -> Bp4
+        | other -> invalidArg "predictor" $"--predictor '{spec}': unknown type '{other}' (bp1, bp2, bp3 or bp4)"
+    let prior =
+        if parts.Length >= 3 then
+            match Double.TryParse(parts.[2], Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+            | true, p -> p
+            | _ -> invalidArg "predictor" $"--predictor '{spec}': prior '{parts.[2]}' is not a number"
+        else 0.08
+    let slot = PredictorSlot.Create(layer, kind, prior)
+    if parts.Length = 4 then
+        let pooling =
+            match parts.[3].Trim().ToLowerInvariant() with
+            | "attention" -> AttentionPooling
+            | "mean" -> MeanPooling
+            | other -> invalidArg "predictor" $"--predictor '{spec}': pooling '{other}' must be attention or mean"
+        { slot with Predictor = { slot.Predictor with Pooling = pooling } }
+    else slot
+
+/// Parses "2,2".
+let parseStrides (text: string) : int list =
+    [ for s in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
+          match Int32.TryParse s with
+          | true, v when v >= 1 -> v
+          | _ -> invalidArg "conv-strides" $"--conv-strides '{text}': '{s}' is not a positive integer" ]
+
+/// Prints the slots of a model.
+let describe (m: MagnetWhisperModel) =
+    let c = m.Config
+    printfn "whisper     d_model %d, encoder %d layers × %d heads, decoder %d layers, vocab %d" c.DModel c.EncoderLayers c.EncoderAttentionHeads c.DecoderLayers c.VocabSize
+    for s in m.Options.Predictors do
+        let p = s.Predictor
+        printfn "predictor   before layer %d: %s prior %g, temperature %g, threshold %g, %A, targets %s" s.Layer (Predictors.typeName p.Kind) p.Prior p.Temperature p.Threshold p.Pooling (MagnetJson.targetSourceName s.Targets)
+    match m.Options.Convs.Layers with
+    | [] -> ()
+    | ls ->
+        let strides = String.Join(",", ls |> List.map (fun l -> string l.Stride))
+        printfn "extra convs strides %s (total encoder stride %d): %d → %d positions" strides (2 * m.Options.Convs.TotalStride) c.MaxSourcePositions m.Encoder.InitialLength
+    let compat = m.Options.Compatibility
+    printfn "compat      encoder masks %A, targets %A, per-utterance CE %A" compat.EncoderSelfAttentionMask compat.TargetScheduling compat.CrossEntropyPerUtterance
+
+/// Reloads a saved folder, checks the outputs equal the model's, and decodes 30 s of silence greedily.
+let check (dir: string) (m: MagnetWhisperModel) =
+    use _ = torch.NewDisposeScope()
+    use loaded = MagnetFormat.load dir torch.CPU m.DType
+    let c = m.Config
+    let mel = torch.zeros([| 1L; int64 c.NumMelBins; int64 c.InputFrames |], dtype = m.DType) - 1.5
+    let frameMask = torch.ones(1L, int64 c.InputFrames)
+    use a = m.Encode(mel, Some frameMask)
+    use b = loaded.Encode(mel, Some frameMask)
+    let same = a.Hidden.shape = b.Hidden.shape && (use e = a.Hidden.eq(b.Hidden).all() in e.item<bool>())
+    if not same then failwith "sanity check failed: the reloaded model's encoder output differs"
+    let tokens = Greedy.generate (loaded :> MagnetWhisper.Core.Decoding.ISpeechModel) mel (Some frameMask) (Greedy.prompt c) 5
+    printfn "check       reloaded: identical encoder output (%d positions); greedy tokens of silence: [%s]" b.Hidden.shape.[1] (String.Join(", ", tokens.[0]))
+
+let run (args: ParseResults<ConvertArgs>) : int =
+    let output = args.GetResult Output
+    let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
+    torch.manual_seed (int64 (args.GetResult(Seed, defaultValue = 0))) |> ignore
+    let model =
+        match args.TryGetResult Whisper, args.TryGetResult Original with
+        | Some _, Some _ -> invalidArg "whisper" "give either --whisper DIR or --original DIR, not both"
+        | None, None -> invalidArg "whisper" "give --whisper DIR (with --predictor ...) or --original DIR"
+        | Some dir, None ->
+            if args.Contains Project_Compat then invalidArg "project-compat" "--project-compat applies to --original"
+            let slots = args.GetResults Predictor |> List.map parsePredictor
+            use whisper = WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32
+            let options =
+                { MagnetOptions.Default with
+                    Predictors = slots
+                    Convs = ConvConfig.FromStrides(args.TryGetResult Conv_Strides |> Option.map parseStrides |> Option.defaultValue [], whisper.Config.DModel)
+                    Compatibility = if args.Contains Original_Compat then Compatibility.Original else Compatibility.Default }
+            Output.progress false $"converting {dir}"
+            MagnetWhisperModel.FromWhisper(whisper, options)
+        | None, Some dir ->
+            if not (args.GetResults Predictor).IsEmpty || args.Contains Conv_Strides || args.Contains Original_Compat then
+                invalidArg "original" "--original takes its predictors and convolutions from the checkpoint (no --predictor, --conv-strides or --original-compat)"
+            Output.progress false $"importing the original checkpoint {dir}"
+            OriginalCheckpoint.import (if args.Contains Project_Compat then ImportOptions.Project else ImportOptions.Original) dir torch.CPU torch.ScalarType.Float32
+    use model = model
+    if dtype <> model.DType then model.``to``(dtype) |> ignore
+    MagnetFormat.save output model
+    printfn "wrote       %s" (Path.GetFullPath output)
+    describe model
+    if not (args.Contains No_Check) then check output model
+    0
