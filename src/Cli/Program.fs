@@ -11,6 +11,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<Demo.DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<Bench.BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Features of ParseResults<Features.FeaturesArgs>
+    | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<Transcribe.TranscribeArgs>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -18,6 +19,7 @@ type Command =
             | Demo _ -> "run the built-in demonstration on synthetic data."
             | Bench _ -> "measure speed: downsample, encoder, transcribe."
             | Features _ -> "write Whisper's log-mel features (and frame mask) of an audio file as .npy."
+            | Transcribe _ -> "transcribe or translate audio files with a Whisper checkpoint (txt, vtt, srt, tsv, json)."
 
 [<EntryPoint>]
 let main argv =
@@ -29,6 +31,7 @@ let main argv =
         | Demo a -> Demo.run a
         | Bench a -> Bench.run a
         | Features a -> Features.run a
+        | Transcribe a -> Transcribe.run a
     with
     | :? ArgumentException as e ->
         Output.error e.Message
