@@ -13,6 +13,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Features of ParseResults<Features.FeaturesArgs>
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.ConvertArgs>
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
+    | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<Transcribe.TranscribeArgs>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -22,6 +23,7 @@ type Command =
             | Features _ -> "write Whisper's log-mel features (and frame mask) of an audio file as .npy."
             | Convert _ -> "convert a Whisper folder (with predictor options) or import an original checkpoint into a MagnetWhisper folder."
             | Inspect _ -> "print a Whisper or MagnetWhisper folder's structure, predictor slots and parameter counts."
+            | Transcribe _ -> "transcribe or translate audio files with a Whisper checkpoint (txt, vtt, srt, tsv, json)."
 
 [<EntryPoint>]
 let main argv =
@@ -35,6 +37,7 @@ let main argv =
         | Features a -> Features.run a
         | Convert a -> Convert.run a
         | Inspect a -> Inspect.run a
+        | Transcribe a -> Transcribe.run a
     with
     | :? ArgumentException as e ->
         Output.error e.Message
