@@ -18,10 +18,13 @@ type BenchEncoderArgs =
     | Warmup of count: int
     | Batch of size: int
     | Threads of count: int
+    | Predictors of layers: string
+    | Ratios of ratios: string
+    | Quiet
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Model _ -> "Hugging Face Whisper checkpoint folder (config.json + model.safetensors)."
+            | Model _ -> "Hugging Face Whisper checkpoint folder (config.json + model.safetensors), or a MagnetWhisper folder (its Whisper weights)."
             | Config _ -> "without --model: random weights of a released size: tiny, base, small, medium or large."
             | Device _ -> "auto, cpu, cuda or cuda:N (default auto)."
             | Dtype _ -> "float32, float16 or bfloat16 (default float32)."
@@ -29,6 +32,9 @@ type BenchEncoderArgs =
             | Warmup _ -> "untimed forwards first (default 2)."
             | Batch _ -> "30 s windows per forward (default 1)."
             | Threads _ -> "libtorch intra-op threads (default: libtorch's choice)."
+            | Predictors _ -> "MagnetWhisper: encoder layers that get a BP1, e.g. 3 or 2,6 (default 1 when --ratios is given)."
+            | Ratios _ -> "MagnetWhisper: compression ratios per predictor (default 2,4,8 when --predictors is given); prints time vs FLOP reduction."
+            | Quiet -> "no progress lines on stderr."
 
 /// What one encoder benchmark measured.
 type EncoderBenchResult =
@@ -88,6 +94,7 @@ let measure (model: WhisperModel) (description: string) (batch: int) (warmup: in
 
 /// Runs the command: prints the figures on stdout, progress on stderr.
 let run (args: ParseResults<BenchEncoderArgs>) : int =
+    let quiet = args.Contains Quiet
     let device = Device.parse (args.GetResult(Device, defaultValue = "auto"))
     let dtype = Output.parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
     args.TryGetResult Threads |> Option.iter (fun n ->
@@ -96,20 +103,33 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
     let model, description =
         match args.TryGetResult Model, args.TryGetResult Config with
         | Some _, Some _ -> invalidArg "model" "give either --model DIR or --config SIZE, not both"
+        | Some dir, None when MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder dir ->
+            // The Whisper part of a MagnetWhisper folder: its tensors under the Hugging Face names.
+            Output.progress quiet $"loading the Whisper weights of {dir}"
+            let w = WhisperModel.create (Checkpoint.ReadConfig dir)
+            use weights = CheckpointWeights.Open dir
+            w.LoadWeights(weights, { Strict = false }) |> ignore
+            w.``to``(device, dtype) |> ignore
+            w.eval()
+            w, dir
         | Some dir, None ->
-            Output.progress false $"loading {dir}"
+            Output.progress quiet $"loading {dir}"
             WhisperModel.fromPretrained dir device dtype, dir
         | None, Some size ->
             let config = WhisperConfig.preset size
-            Output.progress false $"building a random whisper-{size}"
+            Output.progress quiet $"building a random whisper-{size}"
             let m = WhisperModel.create config
             m.``to``(device, dtype) |> ignore
             m.eval()
             m, $"whisper-{size} (random weights)"
         | None, None -> invalidArg "model" "give --model DIR (a Hugging Face Whisper folder) or --config tiny|base|small|medium|large"
     use model = model
+    if args.Contains Predictors || args.Contains Ratios then
+        BenchEncoderMagnet.report model description (args.TryGetResult Predictors) (args.TryGetResult Ratios)
+            (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 1)) (args.GetResult(Repeats, defaultValue = 5)) quiet
+    else
     let c = model.Config
-    Output.progress false $"timing {args.GetResult(Repeats, defaultValue = 10)} forwards after {args.GetResult(Warmup, defaultValue = 2)} warm-ups"
+    Output.progress quiet $"timing {args.GetResult(Repeats, defaultValue = 10)} forwards after {args.GetResult(Warmup, defaultValue = 2)} warm-ups"
     let r = measure model description (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10))
     printfn "encoder      %s: d_model %d, %d layers, %d heads, ffn %d, %d mel bins" r.Description c.DModel c.EncoderLayers c.EncoderAttentionHeads c.EncoderFfnDim c.NumMelBins
     printfn "runtime      %s %s, %d threads, batch %d, %d repeats, inference mode" r.Device r.DType r.Threads r.Batch r.Repeats

@@ -12,29 +12,6 @@ open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Core.Magnet
 open MagnetWhisper.Cli
 
-type BenchEncoderMagnetArgs =
-    | Model of dir: string
-    | Config of size: string
-    | Predictors of layers: string
-    | Ratios of ratios: string
-    | Repeats of count: int
-    | Warmup of count: int
-    | Batch of size: int
-    | Threads of count: int
-    | Quiet
-    interface IArgParserTemplate with
-        member a.Usage =
-            match a with
-            | Model _ -> "Whisper or MagnetWhisper folder (its Whisper weights are used)."
-            | Config _ -> "without --model: random weights of a released size: tiny, base, small, medium or large."
-            | Predictors _ -> "encoder layers that get a BP1, e.g. 3 or 2,6 (default 1)."
-            | Ratios _ -> "compression ratios r per predictor (default 2,4,8): each predictor keeps 1/r of its positions."
-            | Repeats _ -> "timed forwards per configuration (default 5), round-robin across configurations."
-            | Warmup _ -> "untimed forwards per configuration first (default 1)."
-            | Batch _ -> "30 s windows per forward (default 1)."
-            | Threads _ -> "libtorch intra-op threads (default: libtorch's choice)."
-            | Quiet -> "no progress lines on stderr."
-
 /// One measured configuration.
 type MagnetBenchRow =
     { Ratio: float option
@@ -42,10 +19,6 @@ type MagnetBenchRow =
       Lengths: int64[]
       MedianSeconds: float
       Flops: float }
-
-let private median (xs: float[]) =
-    let s = Array.sort xs
-    if s.Length % 2 = 1 then s.[s.Length / 2] else 0.5 * (s.[s.Length / 2 - 1] + s.[s.Length / 2])
 
 /// Forces every BP1 of a model to boundary rate 1/r (scorer weights 0, final bias logit(1/r)).
 let private force (model: MagnetWhisperModel) (ratio: float) =
@@ -93,56 +66,32 @@ let measure (whisper: WhisperModel) (layers: int list) (ratios: float list) (bat
         [ for i, (r, _) in List.indexed configurations ->
               { Ratio = r
                 Lengths = lengths.[i]
-                MedianSeconds = median (times.[i].ToArray())
+                MedianSeconds = Output.median (times.[i].ToArray())
                 Flops = MagnetEncoderFlops.perWindow config lengths.[i] * float batch } ]
     finally
         for _, m in configurations do m.Dispose()
 
-let run (args: ParseResults<BenchEncoderMagnetArgs>) : int =
-    args.TryGetResult Threads |> Option.iter (fun n ->
-        if n < 1 then invalidArg "threads" "threads must be at least 1"
-        torch.set_num_threads n)
-    let quiet = args.Contains Quiet
-    let whisper, description =
-        match args.TryGetResult Model, args.TryGetResult Config with
-        | Some _, Some _ -> invalidArg "model" "give either --model DIR or --config SIZE, not both"
-        | Some dir, None ->
-            if MagnetFormat.isMagnetFolder dir then
-                // Use the Whisper part of a MagnetWhisper folder: its tensors under the Hugging Face names.
-                let config = Checkpoint.ReadConfig dir
-                use weights = CheckpointWeights.Open dir
-                let w = WhisperModel.create config
-                w.LoadWeights(weights, { Strict = false }) |> ignore
-                w.eval()
-                w, dir
-            else WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32, dir
-        | None, Some size ->
-            torch.manual_seed 0L |> ignore
-            let w = WhisperModel.create (WhisperConfig.preset size)
-            w.eval()
-            w, $"whisper-{size} (random weights)"
-        | None, None -> invalidArg "model" "give --model DIR or --config tiny|base|small|medium|large"
-    use whisper = whisper
+/// Prints the table for `bench encoder --predictors/--ratios`: the encoder without predictors, then with a BP1
+/// before each given layer at each ratio. layers/ratios: the raw option values, or None for the defaults.
+let report (whisper: WhisperModel) (description: string) (layers: string option) (ratios: string option) (batch: int) (warmup: int) (repeats: int) (quiet: bool) : int =
     let config = whisper.Config
     let layers =
-        args.TryGetResult Predictors
+        layers
         |> Option.map (fun s -> [ for x in s.Split(',', StringSplitOptions.RemoveEmptyEntries) -> int (x.Trim()) ])
         |> Option.defaultValue [ 1 ]
     for l in layers do
         if l < 0 || l >= config.EncoderLayers then invalidArg "predictors" $"layer {l} is outside 0..{config.EncoderLayers - 1}"
     let ratios =
-        args.TryGetResult Ratios
+        ratios
         |> Option.map (fun s -> [ for x in s.Split(',', StringSplitOptions.RemoveEmptyEntries) -> Double.Parse(x.Trim(), Globalization.CultureInfo.InvariantCulture) ])
         |> Option.defaultValue [ 2.0; 4.0; 8.0 ]
     for r in ratios do
         if not (r > 1.0) then invalidArg "ratios" $"ratio {r} must be above 1"
-    let batch = args.GetResult(Batch, defaultValue = 1)
-    let repeats = args.GetResult(Repeats, defaultValue = 5)
-    let rows = measure whisper layers ratios batch (args.GetResult(Warmup, defaultValue = 1)) repeats quiet
+    let rows = measure whisper layers ratios batch warmup repeats quiet
     let baseline = rows.Head
     let layersText = String.Join(",", layers)
     printfn "encoder     %s: d_model %d, %d layers, %d heads, ffn %d; BP1 before layer(s) %s" description config.DModel config.EncoderLayers config.EncoderAttentionHeads config.EncoderFfnDim layersText
-    printfn "runtime     cpu float32, %d threads, batch %d, median of %d round-robin forwards, inference mode" (torch.get_num_threads ()) batch repeats
+    printfn "runtime     %O %O, %d threads, batch %d, median of %d round-robin forwards, inference mode" whisper.Device whisper.DType (torch.get_num_threads ()) batch repeats
     printfn "%-12s %-28s %12s %10s %12s %10s %8s" "predictors" "positions per layer" "median" "speed-up" "GFLOP" "FLOP red." "ratio"
     for r in rows do
         let name = match r.Ratio with None -> "none" | Some x -> $"r = {x:g}"
