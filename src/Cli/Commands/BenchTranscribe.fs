@@ -132,6 +132,12 @@ let run (args: ParseResults<BenchTranscribeArgs>) : int =
                     SampleLen = args.TryGetResult Sample_Len } }
     let transcriber = Transcriber(model)
     let c = (model :> ISpeechModel).Config
+    // tokens the decoder samples in the first window (a random model runs to the sample length)
+    let decoded =
+        use _ = torch.NewDisposeScope()
+        let mel = (LongForm.logMel c.NumMelBins (model :> ISpeechModel).Device samples).narrow(1L, 0L, int64 c.InputFrames).unsqueeze(0L)
+        (transcriber.Decode(mel, { options.Decoding with Temperature = 0.0 })).[0].Tokens.Length
+    let sampleLen = options.Decoding.SampleLen |> Option.defaultValue (c.MaxTargetPositions / 2)
     Output.progress quiet $"{warmup} warm-up + {repeats} timed transcriptions of {clip} ({audioSeconds:F2} s)"
     let report i (s: RunSample) =
         if not quiet then
@@ -150,8 +156,8 @@ let run (args: ParseResults<BenchTranscribeArgs>) : int =
     printfn "time         median %s per transcription (min %s, max %s) over %d runs after %d warm-up"
         (Output.ms med) (Output.ms (Array.min times)) (Output.ms (Array.max times)) repeats warmup
     printfn "real time    factor %.3f (%.1f× real time)" (med / audioSeconds) (audioSeconds / med)
-    printfn "tokens       %d per transcription in segments (min %d, max %d); %.0f tokens/s at the median"
-        (int (median (Array.map float tokens))) (Array.min tokens) (Array.max tokens) (median (Array.map float tokens) / med)
+    printfn "tokens       %d decoded in the first window (sample length %d); %d per transcription in segments (min %d, max %d)"
+        decoded sampleLen (int (median (Array.map float tokens))) (Array.min tokens) (Array.max tokens)
     printfn "memory RSS   after run 1 %.1f MiB, after run %d %.1f MiB (min %.1f, max %.1f; growth %+.1f MiB)"
         (mib first.Rss) repeats (mib last.Rss) (mib (Array.min rssValues)) (mib (Array.max rssValues)) (mib (last.Rss - first.Rss))
     printfn "live tensors after run 1 %d, after run %d %d (min %d, max %d)" first.LiveTensors repeats last.LiveTensors (Array.min tensors) (Array.max tensors)

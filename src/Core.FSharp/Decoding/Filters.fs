@@ -15,12 +15,14 @@ module Filters =
     let private negInf = Double.NegativeInfinity
 
     /// Masks ids in rows (in place).
-    let private fillIds (logits: Tensor) (rows: int seq) (ids: int[]) =
-        if ids.Length > 0 then
+    let private fillIds (logits: Tensor) (rows: int[]) (ids: int[]) =
+        if ids.Length > 0 && rows.Length > 0 then
             use index = torch.tensor(Array.map int64 ids, device = logits.device)
-            for k in rows do
-                use row = logits.[int64 k]
-                row.index_fill_(0L, index, negInf.ToScalar()) |> ignore
+            if int64 rows.Length = logits.shape.[0] then logits.index_fill_(1L, index, negInf.ToScalar()) |> ignore
+            else
+                for k in rows do
+                    use row = logits.[int64 k]
+                    row.index_fill_(0L, index, negInf.ToScalar()) |> ignore
 
     /// Masks [start, stop) of row k (in place); nothing when empty.
     let private fillRange (logits: Tensor) (k: int) (start: int) (stop: int) =
@@ -42,7 +44,7 @@ module Filters =
     let suppressTokens (ids: int[]) : ILogitFilter =
         let ids = Array.distinct ids |> Array.sort
         { new ILogitFilter with
-            member _.Apply(logits, sampled) = fillIds logits [ 0 .. sampled.Length - 1 ] ids }
+            member _.Apply(logits, sampled) = fillIds logits (Array.init sampled.Length id) ids }
 
     /// The ids SuppressTokens receives for `suppress_tokens` (whisper's `_get_suppress_tokens`): -1 expands to the
     /// non-speech symbols plus the checkpoint's suppress_tokens (extra, e.g. generation_config's); the task, start,

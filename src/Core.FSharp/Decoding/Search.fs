@@ -135,6 +135,7 @@ module Search =
     let detectLanguage (model: ISpeechModel) (tokenizer: Tokenizer) (audio: EncodedAudio) : (string * Map<string, float>)[] =
         if not (isMultilingual tokenizer) then
             invalidOp "This model doesn't have language tokens so it can't perform lang id"
+        use _ = torch.inference_mode()
         use _ = torch.NewDisposeScope()
         let b = audio.Hidden.shape.[0]
         let s = tokenizer.Specials
@@ -364,7 +365,7 @@ module Search =
     /// [`<|startofprev|>` prompt] + start-of-transcript sequence (language detected when not given) + prefix; then
     /// up to SampleLen tokens (and no further than max_target_positions) by greedy search, sampling (BestOf
     /// samples) or beam search, through the logit filters; candidates ranked by the length penalty.
-    /// The caller's dispose scope receives nothing: every tensor is freed before returning.
+    /// Runs in inference mode; the caller's dispose scope receives nothing: every tensor is freed before returning.
     let decodeWindow
         (model: ISpeechModel)
         (tokenizer: Tokenizer)
@@ -378,6 +379,7 @@ module Search =
         if rows.Length <> nAudio then invalidArg "rows" $"{rows.Length} rows were given for a batch of {nAudio} audios"
         if nAudio = 0 then [||]
         else
+        use _ = torch.inference_mode()
         let config = model.Config
         let nCtx = config.MaxTargetPositions
         let sampleLen = options.SampleLen |> Option.defaultValue (nCtx / 2)

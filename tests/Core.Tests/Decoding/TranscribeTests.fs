@@ -119,6 +119,12 @@ let tests =
                 Expect.isTrue (t.Segments |> List.pairwise |> List.forall (fun (a, b) -> a.Seek <= b.Seek)) "windows in order"
                 Expect.equal t.Language "en" "given language"
                 Expect.equal (tokensOf (transcribe beam [| long |]).[0]) (tokensOf t) "beam search: deterministic"
+                // two long audios: from the second window on, their prompts differ in length (left padding)
+                let greedy = { beam with Decoding = { beam.Decoding with BeamSize = None } }
+                let longOther = Array.concat (List.replicate 5 other.Value)
+                let pair = transcribe greedy [| longOther; long |]
+                Expect.equal (tokensOf pair.[1]) (tokensOf (transcribe greedy [| long |]).[0]) "conditioned windows: batch-invariant"
+                Expect.equal (tokensOf pair.[0]) (tokensOf (transcribe greedy [| longOther |]).[0]) "the other long audio too"
                 let sampling = { beam with Temperatures = [ 0.7 ]; Decoding = { beam.Decoding with BeamSize = None; BestOf = Some 2; Seed = 3L } }
                 let s1 = (transcribe sampling [| jfk.Value |]).[0]
                 let s2 = transcribe sampling [| other.Value; jfk.Value |]
