@@ -40,7 +40,9 @@ let main argv =
         | Transcribe a -> Transcribe.run a
     with
     | :? ArgumentException as e ->
-        Output.error e.Message
+        // .NET appends " (Parameter 'name')"; the message itself already names the argument.
+        let suffix = $" (Parameter '{e.ParamName}')"
+        Output.error (if isNull e.ParamName then e.Message else e.Message.Replace(suffix, ""))
         2
     | :? IO.FileNotFoundException as e ->
         Output.error e.Message
@@ -49,5 +51,11 @@ let main argv =
         Output.error e.Message
         2
     | :? IO.InvalidDataException as e ->
+        Output.error e.Message
+        1
+    | :? IO.IOException
+    | :? InvalidOperationException
+    | :? NotSupportedException as e ->
+        // Bad files, configurations or states: the message names the problem; no stack trace for users.
         Output.error e.Message
         1

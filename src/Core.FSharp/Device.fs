@@ -10,6 +10,6 @@ let parse (name: string) : torch.Device =
     | "cpu" -> torch.CPU
     | s when s = "cuda" || s.StartsWith "cuda:" ->
         if not (torch.cuda.is_available ()) then
-            failwith "CUDA was requested, but libtorch sees no CUDA device (build with -p:TorchBackend=cuda on a machine with a GPU)"
+            invalidArg "device" "CUDA was requested, but libtorch sees no CUDA device (build with -p:TorchBackend=cuda on a machine with a GPU)"
         torch.Device(s)
     | other -> invalidArg "device" $"unknown device '{other}': use auto, cpu, cuda or cuda:N"
