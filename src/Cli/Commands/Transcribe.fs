@@ -1,4 +1,5 @@
-/// `magnet transcribe AUDIO... --model DIR`: openai/whisper's command line over a Hugging Face Whisper folder.
+/// `magnet transcribe AUDIO... --model DIR`: openai/whisper's command line over a Hugging Face Whisper folder or a
+/// MagnetWhisper folder (then also the compression each boundary predictor achieved).
 module MagnetWhisper.Cli.Commands.Transcribe
 
 open System
@@ -121,9 +122,19 @@ let options (args: ParseResults<TranscribeArgs>) : TranscribeOptions =
       ConditionOnPreviousText = args.GetResult(Condition_On_Previous_Text, defaultValue = true)
       InitialPrompt = args.TryGetResult Initial_Prompt }
 
+/// "layer 3: kept 24.1% (4.1×)" for each predictor of a MagnetWhisper model on the file's first 30 s window.
+let private compressionReport (magnet: MagnetWhisper.Core.Magnet.MagnetWhisperModel) (path: string) : string =
+    use _ = torch.NewDisposeScope()
+    let samples = MagnetWhisper.Core.Audio.Audio.load path
+    use features = MagnetWhisper.Core.Audio.LogMel.extract magnet.Config.NumMelBins magnet.Device [ samples ]
+    use encoded = magnet.Encode(features.Mel, Some features.Mask)
+    encoded.Compression
+    |> List.map (fun (layer, kept) -> $"layer {layer}: kept {100.0 * kept:F1}%% ({1.0 / max kept 1e-9:F1}×)")
+    |> String.concat ", "
+
 /// Transcribes every file with a loaded model; returns the exit code.
 let private transcribeAll
-    (model: WhisperSpeechModel)
+    (model: ISpeechModel)
     (options: TranscribeOptions)
     (paths: string list)
     (formats: OutputFormat list)
@@ -164,6 +175,10 @@ let private transcribeAll
                 Output.progress quiet $"{path}: language {t.Language}, {t.Segments.Length} segments in {seconds:F1} s → {outputs}"
                 let text = t.Text.Trim()
                 if paths.Length = 1 then printfn "%s" text else printfn "%s: %s" path text
+                match model with
+                | :? MagnetWhisper.Core.Magnet.MagnetWhisperModel as magnet ->
+                    Output.progress quiet $"{path}: compression {compressionReport magnet path}"
+                | _ -> ()
             with
             | :? IOException
             | :? UnauthorizedAccessException as e -> fail path e
@@ -192,7 +207,10 @@ let run (args: ParseResults<TranscribeArgs>) : int =
     let options = options args
     Output.progress quiet $"loading {modelDir} on {device}"
     let loaded =
-        try Ok(WhisperSpeechModel.Load(modelDir, device))
+        try
+            if MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder modelDir then
+                Ok(MagnetWhisper.Core.Magnet.MagnetFormat.load modelDir device torch.float32 :> ISpeechModel)
+            else Ok(WhisperSpeechModel.Load(modelDir, device) :> ISpeechModel)
         with
         | :? IOException
         | :? InvalidDataException
@@ -202,5 +220,5 @@ let run (args: ParseResults<TranscribeArgs>) : int =
         Output.error message
         2
     | Ok model ->
-        use model = model
+        use _ = model :?> IDisposable
         transcribeAll model options paths formats outputDir batchSize quiet
