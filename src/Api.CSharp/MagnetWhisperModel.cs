@@ -1,4 +1,6 @@
 using System;
+using System.Threading;
+using System.Threading.Tasks;
 using System.Collections.Generic;
 using System.Linq;
 using MagnetWhisper.Core.Decoding;
@@ -150,7 +152,14 @@ namespace MagnetWhisper
     /// </summary>
     public sealed class MagnetWhisperModel : IDisposable
     {
-        MagnetWhisperModel(Mg.MagnetWhisperModel model) => Model = model;
+        MagnetWhisperModel(Mg.MagnetWhisperModel model)
+        {
+            Model = model;
+            transcription = new Lazy<WhisperModel>(() => WhisperModel.Over(model));
+        }
+
+        // The decoding strategies (beam search, timestamps, fallback, long form) over this model's ISpeechModel.
+        readonly Lazy<WhisperModel> transcription;
 
         /// <summary>The F# core model, for the full API (encoder inputs, decoding caches, the <c>ISpeechModel</c> contract).</summary>
         public Mg.MagnetWhisperModel Model { get; }
@@ -276,8 +285,27 @@ namespace MagnetWhisper
         public string Generate(string audioPath, int maxTokens = 224) =>
             Mg.Greedy.transcribeFile(Model, audioPath ?? throw new ArgumentNullException(nameof(audioPath)), maxTokens);
 
+        /// <summary>
+        /// Transcribes an audio file through the compressed encoder with Whisper's full decoding (greedy or beam search,
+        /// timestamps, temperature fallback, long-form seeking). Boundaries are thresholded, so results are deterministic.
+        /// </summary>
+        public Transcription Transcribe(string audioPath, TranscribeOptions? options = null) =>
+            transcription.Value.Transcribe(audioPath, options);
+
+        /// <summary>As <see cref="Transcribe"/>, on a background thread; cancellation stops between decoding steps.</summary>
+        public Task<Transcription> TranscribeAsync(string audioPath, TranscribeOptions? options = null, CancellationToken cancellationToken = default) =>
+            transcription.Value.TranscribeAsync(audioPath, options, cancellationToken);
+
+        /// <summary>Yields the segments of each 30-second window as soon as it is decoded, for long audio.</summary>
+        public IAsyncEnumerable<TranscriptSegment> TranscribeSegmentsAsync(string audioPath, TranscribeOptions? options = null, CancellationToken cancellationToken = default) =>
+            transcription.Value.TranscribeSegmentsAsync(audioPath, options, cancellationToken);
+
         /// <inheritdoc />
-        public void Dispose() => Model.Dispose();
+        public void Dispose()
+        {
+            if (transcription.IsValueCreated) transcription.Value.Dispose();
+            Model.Dispose();
+        }
 
         static FSharpOption<Tensor> Option(Tensor? t) => t is null ? FSharpOption<Tensor>.None : FSharpOption<Tensor>.Some(t);
     }

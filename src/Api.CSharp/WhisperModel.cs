@@ -198,16 +198,21 @@ namespace MagnetWhisper
     /// </summary>
     public sealed class WhisperModel : IDisposable
     {
-        readonly WhisperSpeechModel model;
+        readonly ISpeechModel model;
+        readonly IDisposable? owned;
         readonly Transcriber transcriber;
         readonly SemaphoreSlim gate = new(1, 1);
         bool disposed;
 
-        WhisperModel(WhisperSpeechModel model)
+        WhisperModel(ISpeechModel model, IDisposable? owned)
         {
             this.model = model;
+            this.owned = owned;
             transcriber = new Transcriber(model);
         }
+
+        /// <summary>Transcription over any speech model (e.g. MagnetWhisper's); disposing it leaves the model alone.</summary>
+        internal static WhisperModel Over(ISpeechModel model) => new(model, null);
 
         /// <summary>
         /// Loads a Hugging Face Whisper folder onto a device: <c>"auto"</c> (CUDA when available, else CPU), <c>"cpu"</c>,
@@ -219,11 +224,12 @@ namespace MagnetWhisper
         {
             ArgumentException.ThrowIfNullOrEmpty(path);
             ArgumentException.ThrowIfNullOrEmpty(device);
-            return new WhisperModel(WhisperSpeechModel.Load(path, Core.Device.parse(device)));
+            var loaded = WhisperSpeechModel.Load(path, Core.Device.parse(device));
+            return new WhisperModel(loaded, loaded);
         }
 
         /// <summary>The device the weights live on, e.g. <c>cpu</c>.</summary>
-        public string Device => ((ISpeechModel)model).Device.ToString();
+        public string Device => model.Device.ToString();
 
         /// <summary>True when the model has language tokens (it can detect languages and translate).</summary>
         public bool IsMultilingual => Search.isMultilingual(transcriber.Tokenizer);
@@ -348,7 +354,7 @@ namespace MagnetWhisper
             {
                 if (disposed) return;
                 disposed = true;
-                ((IDisposable)model).Dispose();
+                owned?.Dispose();
             }
             finally
             {
