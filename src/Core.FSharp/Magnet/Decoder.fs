@@ -42,21 +42,14 @@ type MagnetDecoder(config: WhisperConfig, theta: float) as this =
     /// encoder output (B, S, D), empty self K/V. encoderMask (B, S) (bool or 0/1) marks valid encoder positions; a row
     /// without any valid position attends to nothing (its cross-attention output is zero).
     member _.StartCache(encoderHidden: Tensor, encoderMask: Tensor option) : DecoderCache =
-        requireRank "encoderHidden" 3 encoderHidden
-        requireDim "encoderHidden" 2 d encoderHidden
-        let b, s = encoderHidden.shape.[0], encoderHidden.shape.[1]
         let w = embed_tokens.get_parameter "weight"
-        if not (Devices.same encoderHidden.device w.device) then
-            invalidArg "encoderHidden" $"encoderHidden is on {encoderHidden.device} but the decoder is on {w.device}"
-        let hidden = if encoderHidden.dtype = w.dtype then encoderHidden else encoderHidden.to_type w.dtype
-        let mask = encoderMask |> Option.map (Masks.asBool "encoderMask" b s)
-        let caches =
-            [| for layer in layers ->
-                   let ck, cv = layer.CrossKeyValue hidden
-                   let heads, headDim = layer.SelfHeads
-                   let empty () = torch.empty([| b; heads; 0L; headDim |], dtype = w.dtype, device = w.device)
-                   { SelfKey = empty (); SelfValue = empty (); CrossKey = ck; CrossValue = cv } |]
-        { Layers = caches; Length = 0L; SelfMask = None; EncoderMask = mask }
+        let hidden, mask, b = DecoderSteps.encoderForCache d w encoderHidden encoderMask
+        DecoderSteps.emptyCache b w
+            [ for layer in layers ->
+                  let ck, cv = layer.CrossKeyValue hidden
+                  let heads, headDim = layer.SelfHeads
+                  ck, cv, heads, headDim ]
+            mask
 
     /// tokens (B, T) int64 (the new tokens only), the cache, and an optional tokenMask (B, T) (false = padding) →
     /// final hidden states (B, T, D) and the extended cache.
@@ -64,26 +57,9 @@ type MagnetDecoder(config: WhisperConfig, theta: float) as this =
     /// so a row's real tokens get the positions they would have alone (left or right padding). Self-attention is
     /// causal and ignores padded keys; padded queries give zero attention (the original's query mask).
     override _.forward(tokens: Tensor, cache: DecoderCache, tokenMask: Tensor option) : DecoderOutput =
-        requireRank "tokens" 2 tokens
-        if tokens.is_floating_point() || tokens.dtype = torch.ScalarType.Bool then
-            invalidArg "tokens" $"tokens must be integer ids, but have dtype {tokens.dtype}"
-        let tokens = if tokens.dtype = torch.int64 then tokens else tokens.to_type torch.int64
-        let b, t = tokens.shape.[0], tokens.shape.[1]
-        if cache.Layers.Length <> layers.Count then
-            invalidArg "cache" $"the cache has {cache.Layers.Length} layers but the decoder has {layers.Count}"
-        if b <> cache.BatchSize then
-            invalidArg "tokens" $"tokens have batch size {b} but the cache has {cache.BatchSize} (shape {showShape tokens.shape})"
-        let past = cache.Length
-        if past + t > maxPositions then
-            invalidArg "tokens" $"the decoder takes at most {maxPositions} tokens (max_target_positions); the cache holds {past} and {t} more were given"
         let w = embed_tokens.get_parameter "weight"
         let device = w.device
-        if not (Devices.same tokens.device device) then invalidArg "tokens" $"tokens are on {tokens.device} but the decoder is on {device}"
-        if t > 0L then
-            let lo = tokens.min().item<int64>()
-            let hi = tokens.max().item<int64>()
-            if lo < 0L || hi >= vocab then
-                invalidArg "tokens" $"token ids must lie in [0, {vocab}) (vocab_size), but range from {lo} to {hi}"
+        let tokens, b, t, past = DecoderSteps.stepTokens layers.Count maxPositions vocab device tokens cache
         let tokenMask = tokenMask |> Option.map (Masks.asBool "tokenMask" b t)
         let total = past + t
         let queryIndex () = torch.arange(past, total, dtype = torch.int64, device = device).unsqueeze(1)

@@ -53,6 +53,50 @@ module internal Masks =
             invalidArg name $"{name} must have shape ({b}, {len}), but has shape {showShape m.shape}"
         if m.dtype = torch.ScalarType.Bool then m else m.ne(torch.tensor(0, device = m.device))
 
+/// Input checks and cache construction shared by every decoder over DecoderCache (Whisper's and MagnetWhisper's).
+module DecoderSteps =
+    /// Encoder output (B, S, D) checked against the decoder's width d and its embedding weight w (device), cast to
+    /// w's dtype, with its mask (B, S) as bool: (hidden, mask, B).
+    let encoderForCache (d: int64) (w: Tensor) (encoderHidden: Tensor) (encoderMask: Tensor option) =
+        requireRank "encoderHidden" 3 encoderHidden
+        requireDim "encoderHidden" 2 d encoderHidden
+        let b, s = encoderHidden.shape.[0], encoderHidden.shape.[1]
+        if not (Devices.same encoderHidden.device w.device) then
+            invalidArg "encoderHidden" $"encoderHidden is on {encoderHidden.device} but the decoder is on {w.device}"
+        let hidden = if encoderHidden.dtype = w.dtype then encoderHidden else encoderHidden.to_type w.dtype
+        hidden, encoderMask |> Option.map (Masks.asBool "encoderMask" b s), b
+
+    /// A cache with no tokens: each layer's cross K/V with empty self K/V (B, H, 0, head_dim) like w.
+    let emptyCache (b: int64) (w: Tensor) (layers: (Tensor * Tensor * int64 * int64) seq) (mask: Tensor option) : DecoderCache =
+        let caches =
+            [| for ck, cv, heads, headDim in layers ->
+                   let empty () = torch.empty([| b; heads; 0L; headDim |], dtype = w.dtype, device = w.device)
+                   { SelfKey = empty (); SelfValue = empty (); CrossKey = ck; CrossValue = cv } |]
+        { Layers = caches; Length = 0L; SelfMask = None; EncoderMask = mask }
+
+    /// A step's tokens (B, T) checked against the cache, the layer count, max_target_positions, the vocabulary and
+    /// the device: (tokens as int64, B, T, tokens already in the cache).
+    let stepTokens (layerCount: int) (maxPositions: int64) (vocab: int64) (device: torch.Device) (tokens: Tensor) (cache: DecoderCache) =
+        requireRank "tokens" 2 tokens
+        if tokens.is_floating_point() || tokens.dtype = torch.ScalarType.Bool then
+            invalidArg "tokens" $"tokens must be integer ids, but have dtype {tokens.dtype}"
+        let tokens = if tokens.dtype = torch.int64 then tokens else tokens.to_type torch.int64
+        let b, t = tokens.shape.[0], tokens.shape.[1]
+        if cache.Layers.Length <> layerCount then
+            invalidArg "cache" $"the cache has {cache.Layers.Length} layers but the decoder has {layerCount}"
+        if b <> cache.BatchSize then
+            invalidArg "tokens" $"tokens have batch size {b} but the cache has {cache.BatchSize} (shape {showShape tokens.shape})"
+        let past = cache.Length
+        if past + t > maxPositions then
+            invalidArg "tokens" $"the decoder takes at most {maxPositions} tokens (max_target_positions); the cache holds {past} and {t} more were given"
+        if not (Devices.same tokens.device device) then invalidArg "tokens" $"tokens are on {tokens.device} but the decoder is on {device}"
+        if t > 0L then
+            let lo = tokens.min().item<int64>()
+            let hi = tokens.max().item<int64>()
+            if lo < 0L || hi >= vocab then
+                invalidArg "tokens" $"token ids must lie in [0, {vocab}) (vocab_size), but range from {lo} to {hi}"
+        tokens, b, t, past
+
 /// Whisper's text decoder (HF `WhisperDecoder`): token embedding + learned positions (offset by the tokens already
 /// in the cache), pre-LN blocks with causal self-attention and cross-attention, final `layer_norm`.
 /// Parameter names: embed_tokens.weight, embed_positions.weight, layers.N.*, layer_norm.
@@ -86,25 +130,18 @@ type WhisperDecoder(config: WhisperConfig) as this =
     /// K/V (B, H, 0, head_dim). encoderMask (B, S), bool or 0/1, marks valid encoder positions (cross-attention
     /// ignores the others); each row needs at least one valid position.
     member _.StartCache(encoderHidden: Tensor, encoderMask: Tensor option) : DecoderCache =
-        requireRank "encoderHidden" 3 encoderHidden
-        requireDim "encoderHidden" 2 d encoderHidden
-        let b, s = encoderHidden.shape.[0], encoderHidden.shape.[1]
         let w = embed_tokens.weight
-        if not (Devices.same encoderHidden.device w.device) then
-            invalidArg "encoderHidden" $"encoderHidden is on {encoderHidden.device} but the decoder is on {w.device}"
-        let hidden = if encoderHidden.dtype = w.dtype then encoderHidden else encoderHidden.to_type w.dtype
-        let mask = encoderMask |> Option.map (Masks.asBool "encoderMask" b s)
+        let hidden, mask, b = DecoderSteps.encoderForCache d w encoderHidden encoderMask
         mask |> Option.iter (fun m ->
             use anyValid = m.any(1L)
             use allRows = anyValid.all()
             if not (allRows.item<bool>()) then invalidArg "encoderMask" "encoderMask has a row with no valid position")
-        let caches =
-            [| for layer in layers ->
-                   let ck, cv = layer.CrossKeyValue hidden
-                   let heads, headDim = layer.SelfHeads
-                   let empty () = torch.empty([| b; heads; 0L; headDim |], dtype = w.dtype, device = w.device)
-                   { SelfKey = empty (); SelfValue = empty (); CrossKey = ck; CrossValue = cv } |]
-        { Layers = caches; Length = 0L; SelfMask = None; EncoderMask = mask }
+        DecoderSteps.emptyCache b w
+            [ for layer in layers ->
+                  let ck, cv = layer.CrossKeyValue hidden
+                  let heads, headDim = layer.SelfHeads
+                  ck, cv, heads, headDim ]
+            mask
 
     /// tokens (B, T) int64 (new tokens only), the cache (StartCache for the first step), and an optional tokenMask
     /// (B, T), bool or 0/1, false for padding tokens → final hidden states (B, T, D) and the extended cache.
@@ -114,25 +151,8 @@ type WhisperDecoder(config: WhisperConfig) as this =
     /// Self-attention masks padded keys; padded queries attend at least to themselves and produce finite values
     /// that valid tokens never see.
     override _.forward(tokens: Tensor, cache: DecoderCache, tokenMask: Tensor option) : DecoderOutput =
-        requireRank "tokens" 2 tokens
-        if tokens.is_floating_point() || tokens.dtype = torch.ScalarType.Bool then
-            invalidArg "tokens" $"tokens must be integer ids, but have dtype {tokens.dtype}"
-        let tokens = if tokens.dtype = torch.int64 then tokens else tokens.to_type torch.int64
-        let b, t = tokens.shape.[0], tokens.shape.[1]
-        if cache.Layers.Length <> layers.Count then
-            invalidArg "cache" $"the cache has {cache.Layers.Length} layers but the decoder has {layers.Count}"
-        if b <> cache.BatchSize then
-            invalidArg "tokens" $"tokens have batch size {b} but the cache has {cache.BatchSize} (shape {showShape tokens.shape})"
-        let past = cache.Length
-        if past + t > maxPositions then
-            invalidArg "tokens" $"the decoder takes at most {maxPositions} tokens (max_target_positions); the cache holds {past} and {t} more were given"
         let w = embed_tokens.weight
-        if not (Devices.same tokens.device w.device) then invalidArg "tokens" $"tokens are on {tokens.device} but the decoder is on {w.device}"
-        if t > 0L then
-            let lo = tokens.min().item<int64>()
-            let hi = tokens.max().item<int64>()
-            if lo < 0L || hi >= vocab then
-                invalidArg "tokens" $"token ids must lie in [0, {vocab}) (vocab_size), but range from {lo} to {hi}"
+        let tokens, b, t, past = DecoderSteps.stepTokens layers.Count maxPositions vocab w.device tokens cache
         let tokenMask = tokenMask |> Option.map (Masks.asBool "tokenMask" b t)
         let device = w.device
         let padded = tokenMask.IsSome || cache.SelfMask.IsSome
