@@ -33,6 +33,12 @@ let inline scoped ([<InlineIfLambda>] f: unit -> Tensor) : Tensor =
     use _ = torch.NewDisposeScope()
     f().MoveToOuterDisposeScope()
 
+/// Moves the tensors that were created in scope (results, new cache entries) to the caller's scope, so that disposing
+/// scope frees only the temporaries. Tensors from outer scopes are left where they are.
+let keep (scope: DisposeScope) (tensors: Tensor seq) =
+    for t in tensors do
+        if scope.Contains t then t.MoveToOuterDisposeScope() |> ignore
+
 /// A 0-d tensor holding value, with the device and dtype of like.
 let scalarLike (like: Tensor) (value: float) : Tensor =
     torch.tensor(value, dtype = like.dtype, device = like.device)

@@ -124,10 +124,6 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
         this.register_module("model", model)
         proj_out |> Option.iter (fun p -> this.register_module("proj_out", p))
 
-    static let keep (scope: DisposeScope) (tensors: Tensor seq) =
-        for t in tensors do
-            if scope.Contains t then t.MoveToOuterDisposeScope() |> ignore
-
     static let isPredictorOrExtra (name: string) =
         name.Contains ".boundary_predictors." || name.Contains ".additional_convs."
 

@@ -67,11 +67,6 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         this.register_module("model", model)
         proj_out |> Option.iter (fun p -> this.register_module("proj_out", p))
 
-    /// Keeps tensors created in scope (results and new cache entries) and lets the scope dispose the rest.
-    static let keep (scope: DisposeScope) (tensors: Tensor seq) =
-        for t in tensors do
-            if scope.Contains t then t.MoveToOuterDisposeScope() |> ignore
-
     /// A randomly initialised model of the given configuration (float32, CPU).
     new(config: WhisperConfig) as m =
         new WhisperModel(config, None)
