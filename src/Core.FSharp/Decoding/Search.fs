@@ -330,8 +330,7 @@ module Search =
                         let reordered = CacheOps.reorderSelf sourceTensor result.Cache
                         let nextTokens = sampled |> Array.map (fun s -> int64 (List.head s))
                         reordered, { Sampled = sampled; SumLogProbs = sums }, nextTokens
-                for t in newCache.Tensors do
-                    if stepScope.Contains t then t.MoveToOuterDisposeScope() |> ignore
+                MagnetWhisper.Core.Tensors.keep stepScope newCache.Tensors
                 cache |> Option.iter (fun old -> DecoderCache.disposeSuperseded old newCache)
                 cache <- Some newCache
                 rows <- newRows

@@ -30,7 +30,7 @@ type WhisperSpeechModel(model: WhisperModel, ownsModel: bool) =
                 if Devices.same mel.device model.Device && mel.dtype = model.DType then mel
                 else mel.``to``(model.DType, model.Device)
             let hidden = model.Encode input
-            if scope.Contains hidden then hidden.MoveToOuterDisposeScope() |> ignore
+            MagnetWhisper.Core.Tensors.keep scope [ hidden ]
             { Hidden = hidden; Mask = None }
 
         member _.Decode(tokens, audio, cache, tokenMask) =

@@ -79,8 +79,7 @@ module Greedy =
             let input = torch.tensor(next |> Array.mapi (fun r t -> if finished.[r] then int64 eos.[0] else int64 t), ReadOnlySpan<int64>([| int64 b; 1L |]), device = device)
             let result = model.Decode(input, audio, Some step.Cache, None)
             next <- pick result.Logits everyMask
-            for t in result.Cache.Tensors do
-                if stepScope.Contains t then t.MoveToOuterDisposeScope() |> ignore
+            MagnetWhisper.Core.Tensors.keep stepScope result.Cache.Tensors
             DecoderCache.disposeSuperseded step.Cache result.Cache
             step <- result
             record next
