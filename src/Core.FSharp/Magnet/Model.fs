@@ -172,20 +172,7 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
     /// Re-draws Whisper's parameters as Hugging Face's `_init_weights` (normal(0, init_std) weights, zero biases,
     /// unit LayerNorms, sinusoidal encoder positions); predictors and extra convolutions are left alone.
     member this.InitialiseWhisperWeights() =
-        use _ = torch.no_grad()
-        let std = config.InitStd
-        for struct (name, p) in this.named_parameters() do
-            if not (isPredictorOrExtra name) then
-                if name = "model.encoder.embed_positions.weight" then
-                    use s = Sinusoids.create p.shape.[0] p.shape.[1]
-                    p.copy_(s) |> ignore
-                elif name.Contains "layer_norm" then
-                    (if name.EndsWith ".weight" then p.fill_(1.0) else p.zero_()) |> ignore
-                elif name.EndsWith ".bias" then p.zero_() |> ignore
-                else
-                    p.normal_(0.0, std) |> ignore
-                    if name = "model.decoder.embed_tokens.weight" && config.PadTokenId >= 0 && config.PadTokenId < config.VocabSize then
-                        p.[int64 config.PadTokenId].zero_() |> ignore
+        WhisperInit.huggingFace config (this.named_parameters()) (isPredictorOrExtra >> not)
 
     /// Every tensor of the state (parameters, then buffers such as BP3's BatchNorm statistics) by name.
     member this.State: (string * Tensor) list =

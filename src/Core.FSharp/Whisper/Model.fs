@@ -29,6 +29,27 @@ type LoadOptions =
 
     static member Default = { Strict = true }
 
+/// Hugging Face's `_init_weights` for Whisper, shared by every model built on Whisper's parameter names.
+module WhisperInit =
+    /// Re-draws the selected parameters: weights normal(0, init_std), biases 0, LayerNorms 1/0, the pad token's
+    /// embedding row 0, encoder positions = sinusoids(S, D).
+    let huggingFace (config: WhisperConfig) (parameters: struct (string * TorchSharp.Modules.Parameter) seq) (selected: string -> bool) =
+        use _ = torch.no_grad()
+        let std = config.InitStd
+        for struct (name, p) in parameters do
+            if selected name then
+                if name = "model.encoder.embed_positions.weight" then
+                    use s = Sinusoids.create p.shape.[0] p.shape.[1]
+                    p.copy_(s) |> ignore
+                elif name.Contains "layer_norm" then
+                    (if name.EndsWith ".weight" then p.fill_(1.0) else p.zero_()) |> ignore
+                elif name.EndsWith ".bias" then p.zero_() |> ignore
+                else
+                    p.normal_(0.0, std) |> ignore
+                    if name = "model.decoder.embed_tokens.weight" && config.PadTokenId >= 0 && config.PadTokenId < config.VocabSize then
+                        use row = p.select(0, int64 config.PadTokenId)
+                        row.zero_() |> ignore
+
 /// Encoder + decoder (HF `WhisperModel`, registered as `model`).
 type WhisperEncoderDecoder(config: WhisperConfig) as this =
     inherit torch.nn.Module<Tensor, Tensor, Tensor>("WhisperEncoderDecoder")
@@ -94,21 +115,7 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
 
     /// Re-draws every parameter as Hugging Face's `_init_weights` does: weights normal(0, init_std), biases 0,
     /// LayerNorms 1/0, the pad token's embedding row 0, encoder positions = sinusoids(S, D).
-    member this.InitialiseWeights() =
-        use _ = torch.no_grad()
-        let std = config.InitStd
-        for struct (name, p) in this.named_parameters() do
-            if name = "model.encoder.embed_positions.weight" then
-                use s = Sinusoids.create p.shape.[0] p.shape.[1]
-                p.copy_(s) |> ignore
-            elif name.Contains "layer_norm" then
-                (if name.EndsWith ".weight" then p.fill_(1.0) else p.zero_()) |> ignore
-            elif name.EndsWith ".bias" then p.zero_() |> ignore
-            else
-                p.normal_(0.0, std) |> ignore
-                if name = "model.decoder.embed_tokens.weight" && config.PadTokenId >= 0 && config.PadTokenId < config.VocabSize then
-                    use row = p.select(0, int64 config.PadTokenId)
-                    row.zero_() |> ignore
+    member this.InitialiseWeights() = WhisperInit.huggingFace config (this.named_parameters()) (fun _ -> true)
 
     /// Output projection of decoder hidden states (B, T, D) → logits (B, T, V): hidden · embed_tokensᵀ when tied,
     /// else proj_out.
