@@ -212,7 +212,7 @@ let tests =
             let parameters: AttentionPoolParams =
                 { Query = torch.zeros(d, dtype = torch.float64); Key = torch.eye(d, dtype = torch.float64)
                   Value = torch.eye(d, dtype = torch.float64); Output = torch.eye(d, dtype = torch.float64) }
-            let hidden = torch.arange(2L * 6L * d, dtype = torch.float64).reshape(2L, 6L, d)
+            let hidden = torch.arange(Scalar.op_Implicit(2L * 6L * d), dtype = torch.float64).reshape(2L, 6L, d)
             // Row 0: one boundary at 1 (tail 2..5); row 1: two boundaries (0 and 3, tail 4..5).
             let boundaries = torch.tensor([| 0.0; 1.0; 0.0; 0.0; 0.0; 0.0; 1.0; 0.0; 0.0; 1.0; 0.0; 0.0 |]).reshape(2L, 6L)
             let original = attentionPoolWithTail Segments.Downsample.OriginalTail parameters boundaries None hidden
