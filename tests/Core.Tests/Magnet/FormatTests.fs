@@ -82,8 +82,8 @@ let tests =
                         Compatibility = Compatibility.Original
                         Convs = { Layers = [ { OutChannels = 32; Kernel = 5; Stride = 3 } ] }
                         RopeTheta = 5000.0 }
-                let text = MagnetJson.write 3 options
-                Expect.equal (MagnetJson.parse "magnet.json" 3 text) options "parsed back"
+                let text = MagnetJson.write 5 options
+                Expect.equal (MagnetJson.parse "magnet.json" 5 text) options "parsed back"
                 Expect.stringContains text "\"type\": \"Identity\"" "identity slots listed"
                 Expect.stringContains text "\"rl_pooling\": \"all_frames\"" "BP1 RL pooling written"
                 Expect.stringContains text "\"batching\": \"original\"" "batching written"
@@ -93,7 +93,7 @@ let tests =
                         Text.RegularExpressions.Regex.Replace(text, ",\\s*\"batching\": \"[a-z_]+\"", ""),
                         ",\\s*\"rl_pooling\": \"[a-z_]+\"", "")
                 Expect.isFalse (stripped.Contains "batching") "fields removed"
-                let parsed = MagnetJson.parse "magnet.json" 3 stripped
+                let parsed = MagnetJson.parse "magnet.json" 5 stripped
                 for s in parsed.Predictors do
                     Expect.equal s.Predictor.Batching BatchIndependent $"slot {s.Layer}: default batching"
                     Expect.equal s.Predictor.RlPooling PoolSampled $"slot {s.Layer}: default RL pooling"
