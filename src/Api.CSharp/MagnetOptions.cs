@@ -80,6 +80,14 @@ namespace MagnetWhisper
         /// <summary>The row of the target matrix when <see cref="Targets"/> is <see cref="TargetSource.FixedRow"/>.</summary>
         public int TargetRow { get; init; }
 
+        /// <summary>The original's batch-dependent segmentation (forced boundary only for padded rows of padded batches,
+        /// original tail rule); false (default) keeps every row independent of its batch.</summary>
+        public bool OriginalBatching { get; init; }
+
+        /// <summary>BP1 only: in RL mode pool all-ones boundaries as the original did (the sample only feeds the
+        /// log-probability); false (default) pools the sampled boundaries.</summary>
+        public bool OriginalRlPooling { get; init; }
+
         internal Mg.PredictorSlot ToCore()
         {
             var kind = Type switch
@@ -101,7 +109,9 @@ namespace MagnetWhisper
             var config = new Mg.PredictorConfig(
                 d.Kind, d.Prior, Temperature, Threshold, pooling,
                 HiddenDim is int h ? FSharpOption<int>.Some(h) : FSharpOption<int>.None,
-                d.Dropout, d.InitialBoundaryBias, d.UNetAlignment, d.RlBinomialCap);
+                d.Dropout, d.InitialBoundaryBias, d.UNetAlignment, d.RlBinomialCap,
+                OriginalBatching ? Mg.BatchingRule.OriginalBatching : Mg.BatchingRule.BatchIndependent,
+                OriginalRlPooling ? Mg.RlPooling.PoolAllFrames : Mg.RlPooling.PoolSampled);
             var targets = Targets switch
             {
                 null => slot.Targets,
@@ -124,6 +134,8 @@ namespace MagnetWhisper
                 HiddenDim = p.HiddenDim is null ? null : p.HiddenDim.Value,
                 Targets = s.Targets.IsNextRow ? TargetSource.NextRow : s.Targets.IsNoTargets ? TargetSource.None : TargetSource.FixedRow,
                 TargetRow = s.Targets is Mg.TargetSource.Row r ? r.Item : 0,
+                OriginalBatching = p.Batching.IsOriginalBatching,
+                OriginalRlPooling = p.RlPooling.IsPoolAllFrames,
             };
         }
     }

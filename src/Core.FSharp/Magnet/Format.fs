@@ -24,6 +24,8 @@ module MagnetJson =
 
     let private poolingName = function AttentionPooling -> "attention" | MeanPooling -> "mean"
     let private alignmentName = function Aligned -> "aligned" | OriginalCrop -> "original_crop"
+    let private batchingName = function BatchIndependent -> "batch_independent" | OriginalBatching -> "original"
+    let private rlPoolingName = function PoolSampled -> "sampled" | PoolAllFrames -> "all_frames"
     let private maskName = function QueriesAndKeys -> "queries_and_keys" | QueriesOnly -> "queries_only"
     let private schedulingName = function ScheduleOnce -> "once" | ScheduleTwice -> "twice"
     let private ceName = function MeanOverRealTokens -> "real_tokens" | MeanOverAllPositions -> "all_positions"
@@ -78,6 +80,8 @@ module MagnetJson =
                     match c.RlBinomialCap with
                     | Some cap -> w.WriteNumber("rl_binomial_cap", cap)
                     | None -> w.WriteNull "rl_binomial_cap"
+                    w.WriteString("batching", batchingName c.Batching)
+                    w.WriteString("rl_pooling", rlPoolingName c.RlPooling)
                 w.WriteEndObject()
             w.WriteEndArray()
             w.WriteStartObject "conv_config"
@@ -152,7 +156,7 @@ module MagnetJson =
                               fail source $"{where}: unknown predictor type '{typeName}' (expected Identity, BoundaryPredictor1, BoundaryPredictor2, BoundaryPredictor3 or BoundaryPredictor4)"
                       requireKnown source where
                           [ "layer"; "type"; "prior"; "temperature"; "threshold"; "pooling"; "target_source"; "hidden_dim"; "dropout"
-                            "initial_boundary_bias"; "unet_alignment"; "rl_binomial_cap" ] e
+                            "initial_boundary_bias"; "unet_alignment"; "rl_binomial_cap"; "batching"; "rl_pooling" ] e
                       let field name = $"slots[{layer}].{name}"
                       let prior = Json.asFloat source (field "prior") (required source where e "prior")
                       let d = PredictorConfig.Default(kind, prior)
@@ -180,7 +184,16 @@ module MagnetJson =
                                 match e.TryGetProperty "rl_binomial_cap" with
                                 | true, v when v.ValueKind = JsonValueKind.Null -> None
                                 | true, v -> Some(Json.asFloat source (field "rl_binomial_cap") v)
-                                | _ -> d.RlBinomialCap }
+                                | _ -> d.RlBinomialCap
+                              // Absent in files written before these options: the defaults.
+                              Batching =
+                                Json.tryProp e "batching"
+                                |> Option.map (choice source (field "batching") [ "batch_independent", BatchIndependent; "original", OriginalBatching ])
+                                |> Option.defaultValue d.Batching
+                              RlPooling =
+                                Json.tryProp e "rl_pooling"
+                                |> Option.map (choice source (field "rl_pooling") [ "sampled", PoolSampled; "all_frames", PoolAllFrames ])
+                                |> Option.defaultValue d.RlPooling }
                       let targets =
                           match Json.tryProp e "target_source" with
                           | None -> (PredictorSlot.Create(layer, kind, prior)).Targets

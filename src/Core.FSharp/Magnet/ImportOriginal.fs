@@ -31,13 +31,27 @@ type ImportOptions =
       /// meaning).
       Compatibility: Compatibility
       /// BP3's U-Net alignment (default: the original's crop).
-      Bp3Alignment: UNetAlignment }
+      Bp3Alignment: UNetAlignment
+      /// Forced boundary and tail rule of every predictor (default: the original's, DECISIONS #1).
+      Batching: BatchingRule
+      /// What BP1 pools in RL mode (default: the original's all-ones boundaries, DECISIONS #4); other kinds keep
+      /// PoolSampled.
+      Bp1RlPooling: RlPooling }
 
-    /// Reproduces the original's numbers: `Compatibility.Original`, BP3 `OriginalCrop`.
-    static member Original = { Compatibility = Compatibility.Original; Bp3Alignment = OriginalCrop }
+    /// Reproduces the original's numbers: `Compatibility.Original`, BP3 `OriginalCrop`, `OriginalBatching` on every
+    /// predictor and BP1's all-ones RL pooling.
+    static member Original =
+        { Compatibility = Compatibility.Original
+          Bp3Alignment = OriginalCrop
+          Batching = OriginalBatching
+          Bp1RlPooling = PoolAllFrames }
 
     /// The project's behaviour (DECISIONS.md) with the original's weights.
-    static member Project = { Compatibility = Compatibility.Default; Bp3Alignment = Aligned }
+    static member Project =
+        { Compatibility = Compatibility.Default
+          Bp3Alignment = Aligned
+          Batching = BatchIndependent
+          Bp1RlPooling = PoolSampled }
 
 /// Reading original checkpoints.
 [<RequireQualifiedAccess>]
@@ -182,7 +196,9 @@ module OriginalCheckpoint =
                       Threshold = lookup thresholds "layer_thresholds"
                       Pooling = (if attention then AttentionPooling else MeanPooling)
                       HiddenDim = hidden
-                      UNetAlignment = (if kind = Bp3 then options.Bp3Alignment else d.UNetAlignment) }
+                      UNetAlignment = (if kind = Bp3 then options.Bp3Alignment else d.UNetAlignment)
+                      Batching = options.Batching
+                      RlPooling = (if kind = Bp1 then options.Bp1RlPooling else d.RlPooling) }
               { Layer = layer
                 Predictor = config
                 Targets = (PredictorSlot.Create(layer, kind, prior)).Targets } ]

@@ -160,6 +160,32 @@ let forceLast (mask: Tensor option) (b: Tensor) : Tensor =
         let f = lastValidFrame mask b
         b * (1.0 - f) + f)
 
+/// The original's forced boundaries (SPEC §4.1 step 5): only when some row of the batch has padding, a 1 for each
+/// padded row at the position just before its first padded position (the first-pad indicator rolled left by one,
+/// last column cleared); rows without padding, and every row when there is no mask or no padding, get none. The
+/// result therefore depends on the other rows of the batch (one host read decides whether any row is padded).
+/// like (B, L), mask (B, L) or None → (B, L) 0/1 in like's floating dtype.
+let originalForcedFrames (mask: Tensor option) (like: Tensor) : Tensor =
+    let _, l = requireBatch "like" like
+    requireMaskLike like mask
+    scoped (fun () ->
+        let dtype = floatingDtype like
+        match mask with
+        | Some m when l > 0L && m.eq(sc 0.0).any().item<bool>() ->
+            let pad = m.eq(sc 0.0).to_type(torch.int64)
+            let firstPad = pad.mul(pad.cumsum(1L).eq(si 1L).to_type(torch.int64))
+            // Rolled left by one with the last column cleared: position f − 1 for a first pad at f ≥ 1.
+            torch.nn.functional.pad(firstPad.narrow(1L, 1L, l - 1L), [| 0L; 1L |], value = 0.0).to_type(dtype)
+        | _ -> torch.zeros_like(like, dtype = dtype))
+
+/// Sets the original's forced frames (`originalForcedFrames`) to exactly 1, as a constant without gradient (the
+/// original's maximum splits the gradient of ties 50/50; here, as in forceLast, the forced frame carries none).
+/// b (B, L), mask (B, L) or None → (B, L).
+let forceOriginal (mask: Tensor option) (b: Tensor) : Tensor =
+    scoped (fun () ->
+        let f = originalForcedFrames mask b
+        b * (1.0 - f) + f)
+
 /// Masks then forces the last valid frame: forceLast mask (applyMask mask b). (B, L) → (B, L).
 let maskAndForce (mask: Tensor option) (b: Tensor) : Tensor =
     scoped (fun () -> forceLast mask (applyMask mask b))

@@ -71,8 +71,12 @@ let private segmentMax (run: Tensor) (runs: int64) (outsiders: Tensor) (scores: 
 /// <param name="boundaries">(B, L), values in {0, 1} (read as > 0.5; gradients are ignored).</param>
 /// <param name="mask">Optional (B, L) validity, nonzero = valid; masked tokens are never pooled.</param>
 /// <param name="hidden">(B, L, D) token states, any floating dtype; D is the width of parameters.Query.</param>
+/// <param name="tail">What happens to the tokens after a row's last boundary: DropAfterLastBoundary (the default,
+/// batch-independent) or OriginalTail (they form segment n_β when n_β &lt; S, and are dropped for the rows with S
+/// boundaries; SPEC §2.1, DECISIONS #1).</param>
 /// <returns>(B, S, D) in hidden's dtype, with S = max_β n_β; (B, 0, D) when no row has a boundary.</returns>
-let multiHeadAttentionPool
+let multiHeadAttentionPoolWithTail
+    (tail: Downsample.TailRule)
     (heads: int)
     (layerNorm: LayerNormParams option)
     (parameters: AttentionPoolParams)
@@ -117,8 +121,12 @@ let multiHeadAttentionPool
         if s = 0L then
             torch.zeros([| b; 0L; d |], dtype = hidden.dtype, device = device)
         else
-            // Tail rule: tokens after the row's own last boundary (c = n_β) are not pooled.
-            let inSegment = index.lt(counts.unsqueeze(1))
+            // Tail rule: tokens after the row's own last boundary (c = n_β) are not pooled; with the original's rule
+            // they are pooled as segment n_β unless n_β = S (c ≤ n_β ≤ S, so c < S selects exactly these).
+            let inSegment =
+                match tail with
+                | Downsample.DropAfterLastBoundary -> index.lt(counts.unsqueeze(1))
+                | Downsample.OriginalTail -> index.lt(s.ToScalar())
             let members =
                 match mask with
                 | Some m -> inSegment.logical_and(m.detach().ne((0.0).ToScalar()))
@@ -163,6 +171,29 @@ let multiHeadAttentionPool
                     let values = F.linear(x, value).reshape(b * l, h, dh)
                     (perSegment (weights.unsqueeze(-1) * values) / safe.unsqueeze(-1)).reshape(b, s, d)
             F.linear(pooled, parameters.Output.to_type(ct)).to_type(hidden.dtype))
+
+/// H-head segment attention pooling with the batch-independent tail rule:
+/// <c>multiHeadAttentionPoolWithTail DropAfterLastBoundary</c>. (B, L), (B, L), (B, L, D) → (B, S, D).
+let multiHeadAttentionPool
+    (heads: int)
+    (layerNorm: LayerNormParams option)
+    (parameters: AttentionPoolParams)
+    (boundaries: Tensor)
+    (mask: Tensor option)
+    (hidden: Tensor)
+    : Tensor =
+    multiHeadAttentionPoolWithTail Downsample.DropAfterLastBoundary heads layerNorm parameters boundaries mask hidden
+
+/// Single-head segment attention pooling with a tail rule: <c>multiHeadAttentionPoolWithTail tail 1 None</c>.
+/// boundaries (B, L), mask (B, L) or None, hidden (B, L, D) → (B, S, D).
+let attentionPoolWithTail
+    (tail: Downsample.TailRule)
+    (parameters: AttentionPoolParams)
+    (boundaries: Tensor)
+    (mask: Tensor option)
+    (hidden: Tensor)
+    : Tensor =
+    multiHeadAttentionPoolWithTail tail 1 None parameters boundaries mask hidden
 
 /// Single-head segment attention pooling (BP1, SPEC §4.2 step 4): score e_l = (q·W_k h_l)·D^−1/2 per token, softmax
 /// over each segment's valid members, pooled_s = W_o Σ_l α[s,l] W_v h_l. Tokens after a row's last boundary are not

@@ -71,16 +71,32 @@ let tests =
                       Predictor =
                         { PredictorConfig.Default(Bp3, 0.2) with
                             Threshold = 0.7; Temperature = 0.5; HiddenDim = Some 16; Pooling = MeanPooling; UNetAlignment = OriginalCrop
-                            RlBinomialCap = Some 2.0; Dropout = 0.0 }
+                            RlBinomialCap = Some 2.0; Dropout = 0.0; Batching = OriginalBatching }
                       Targets = Row 1 }
+                let bp1 =
+                    { Layer = 4
+                      Predictor = (PredictorConfig.Default(Bp1, 0.3)).WithOriginalSegmentation()
+                      Targets = NextRow }
                 let options =
-                    { (withPredictor 0 Bp4 0.1).WithSlot(slot) with
+                    { (withPredictor 0 Bp4 0.1).WithSlot(slot).WithSlot(bp1) with
                         Compatibility = Compatibility.Original
                         Convs = { Layers = [ { OutChannels = 32; Kernel = 5; Stride = 3 } ] }
                         RopeTheta = 5000.0 }
-                let text = MagnetJson.write 3 options
-                Expect.equal (MagnetJson.parse "magnet.json" 3 text) options "parsed back"
+                let text = MagnetJson.write 5 options
+                Expect.equal (MagnetJson.parse "magnet.json" 5 text) options "parsed back"
                 Expect.stringContains text "\"type\": \"Identity\"" "identity slots listed"
+                Expect.stringContains text "\"rl_pooling\": \"all_frames\"" "BP1 RL pooling written"
+                Expect.stringContains text "\"batching\": \"original\"" "batching written"
+                // A file written before these fields existed loads with the defaults.
+                let stripped =
+                    Text.RegularExpressions.Regex.Replace(
+                        Text.RegularExpressions.Regex.Replace(text, ",\\s*\"batching\": \"[a-z_]+\"", ""),
+                        ",\\s*\"rl_pooling\": \"[a-z_]+\"", "")
+                Expect.isFalse (stripped.Contains "batching") "fields removed"
+                let parsed = MagnetJson.parse "magnet.json" 5 stripped
+                for s in parsed.Predictors do
+                    Expect.equal s.Predictor.Batching BatchIndependent $"slot {s.Layer}: default batching"
+                    Expect.equal s.Predictor.RlPooling PoolSampled $"slot {s.Layer}: default RL pooling"
             }
 
             test "loading names missing, unexpected and mis-shaped tensors, bad JSON and unknown predictor types" {
@@ -262,6 +278,8 @@ let tests =
                     Expect.equal slots.[0].Predictor.Pooling AttentionPooling $"{label}: BP1 pooling inferred from pool_query"
                     Expect.equal imported.Options.Convs options.Convs $"{label}: conv config"
                     Expect.equal imported.Options.Compatibility Compatibility.Original $"{label}: the original's numbers"
+                    Expect.equal [ for s in slots -> s.Predictor.Batching, s.Predictor.RlPooling ]
+                        [ OriginalBatching, PoolAllFrames; OriginalBatching, PoolSampled ] $"{label}: original batching, BP1 all-ones RL pooling"
                     for (n, a), (n2, b) in List.zip reference.State imported.State do
                         Expect.equal n2 n $"{label}: names"
                         Expect.isTrue (identical a b) $"{label}: {n}"

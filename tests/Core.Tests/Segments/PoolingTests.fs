@@ -110,8 +110,9 @@ let private run (dtype: torch.ScalarType) (paramDtype: torch.ScalarType) (p: Poo
     multiHeadAttentionPool p.H (normOf paramDtype p) (paramsOf paramDtype p) boundaries mask hidden
 
 /// Segment of each token and whether it is pooled, by plain loops: c = boundaries strictly before the token,
-/// pooled when valid and c is below the row's boundary count. Returns (segment, pooled, counts).
-let private membership (p: PoolData) =
+/// pooled when valid and c is below the row's boundary count (with the original tail rule: below S, the largest
+/// count of the batch). Returns (segment, pooled, counts).
+let private membershipTail (originalTail: bool) (p: PoolData) =
     let segment = Array.zeroCreate (p.B * p.L)
     let pooled = Array.zeroCreate (p.B * p.L)
     let counts = Array.zeroCreate p.B
@@ -121,18 +122,21 @@ let private membership (p: PoolData) =
             segment.[b * p.L + l] <- c
             if p.Boundaries.[b * p.L + l] > 0.5 then c <- c + 1
         counts.[b] <- c
+    let s = if p.B = 0 then 0 else Array.max counts
+    for b in 0 .. p.B - 1 do
         for l in 0 .. p.L - 1 do
             let valid = match p.Mask with Some m -> m.[b * p.L + l] <> 0.0 | None -> true
-            pooled.[b * p.L + l] <- valid && segment.[b * p.L + l] < c
+            let limit = if originalTail then s else counts.[b]
+            pooled.[b * p.L + l] <- valid && segment.[b * p.L + l] < limit
     segment, pooled, counts
 
 let private matVec (w: float[]) (d: int) (x: float[]) =
     Array.init d (fun o -> Seq.sum (seq { for i in 0 .. d - 1 -> w.[o * d + i] * x.[i] }))
 
 /// Float64 loop reference of SPEC §4.3 step 4 (§4.2 for H = 1 without LayerNorm): returns (S, values (B·S·D)).
-let private reference (p: PoolData) : int * float[] =
+let private referenceTail (originalTail: bool) (p: PoolData) : int * float[] =
     let d, dh = p.D, p.D / p.H
-    let segment, pooled, counts = membership p
+    let segment, pooled, counts = membershipTail originalTail p
     let s = if p.B = 0 then 0 else Array.max counts
     let out = Array.zeroCreate (p.B * s * d)
     for b in 0 .. p.B - 1 do
@@ -163,6 +167,14 @@ let private reference (p: PoolData) : int * float[] =
                 Array.blit y 0 out ((b * s + seg) * d) d
     s, out
 
+let private membership (p: PoolData) = membershipTail false p
+let private reference (p: PoolData) = referenceTail false p
+
+let private expectReferenceTail originalTail tol message (p: PoolData) (actual: torch.Tensor) =
+    let s, expected = referenceTail originalTail p
+    use e = ofArray torch.float64 [| int64 p.B; int64 s; int64 p.D |] expected
+    close tol message actual e
+
 let private expectReference tol message (p: PoolData) (actual: torch.Tensor) =
     let s, expected = reference p
     use e = ofArray torch.float64 [| int64 p.B; int64 s; int64 p.D |] expected
@@ -178,6 +190,43 @@ let private paramNameOf (f: unit -> unit) =
 [<Tests>]
 let tests =
     testList "pooling" [
+        prop "the original tail rule (H heads) equals a float64 loop reference of the original" (fun c ->
+            use _ = torch.NewDisposeScope()
+            let p = dataOf c
+            let boundaries, mask, hidden = inputsOf torch.float64 p
+            let y =
+                multiHeadAttentionPoolWithTail
+                    Segments.Downsample.OriginalTail p.H (normOf torch.float64 p) (paramsOf torch.float64 p) boundaries mask hidden
+            expectReferenceTail true 1e-10 "pooled" p y)
+
+        prop "the original tail rule (one head) equals the reference of the original" (fun c ->
+            use _ = torch.NewDisposeScope()
+            let p = { dataOf { c with Normed = false } with H = 1 }
+            let boundaries, mask, hidden = inputsOf torch.float64 p
+            let y = attentionPoolWithTail Segments.Downsample.OriginalTail (paramsOf torch.float64 p) boundaries mask hidden
+            expectReferenceTail true 1e-10 "pooled" p y)
+
+        testCase "original tail: a row's tail becomes segment n_β only when another row has more boundaries" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let d = 4L
+            let parameters: AttentionPoolParams =
+                { Query = torch.zeros(d, dtype = torch.float64); Key = torch.eye(d, dtype = torch.float64)
+                  Value = torch.eye(d, dtype = torch.float64); Output = torch.eye(d, dtype = torch.float64) }
+            let hidden = torch.arange(Scalar.op_Implicit(2L * 6L * d), dtype = torch.float64).reshape(2L, 6L, d)
+            // Row 0: one boundary at 1 (tail 2..5); row 1: two boundaries (0 and 3, tail 4..5).
+            let boundaries = torch.tensor([| 0.0; 1.0; 0.0; 0.0; 0.0; 0.0; 1.0; 0.0; 0.0; 1.0; 0.0; 0.0 |]).reshape(2L, 6L)
+            let original = attentionPoolWithTail Segments.Downsample.OriginalTail parameters boundaries None hidden
+            let drop = attentionPool parameters boundaries None hidden
+            // Zero query: plain means. Row 0 segment 1 = mean of frames 2..5 under the original rule, zero otherwise.
+            let tailMean = hidden.[0L].narrow(0L, 2L, 4L).mean([| 0L |])
+            close 1e-12 "row 0 tail segment" original.[0L, 1L] tailMean
+            Expect.equal (drop.[0L, 1L].abs().sum().item<float>()) 0.0 "dropped by default"
+            // Row 1 is maximal: its tail is dropped in both rules.
+            close 1e-12 "maximal row" original.[1L] drop.[1L]
+            // Alone, row 0 is maximal and its tail is dropped: the original rule is batch-dependent.
+            let alone = attentionPoolWithTail Segments.Downsample.OriginalTail parameters (boundaries.narrow(0L, 0L, 1L)) None (hidden.narrow(0L, 0L, 1L))
+            Expect.equal alone.shape [| 1L; 1L; d |] "alone: S = 1"
+
         prop "H-head pooling (LayerNorm optional) equals a float64 loop reference" (fun c ->
             use _ = torch.NewDisposeScope()
             let p = dataOf c

@@ -48,8 +48,8 @@ type BoundaryPredictor1(config: PredictorConfig, dim: int) as this =
     /// Single-head attention pooling (or segment mean with MeanPooling).
     override this.Pool(boundaries: Tensor, mask: Tensor option, features: Tensor) : Tensor =
         match attention with
-        | Some modules -> Pooling.attentionPool (modules.Params(this.get_parameter "pool_query")) boundaries mask features
-        | None -> PredictorCore.meanPool boundaries mask features
+        | Some modules -> Pooling.attentionPoolWithTail (PredictorCore.tailRule config) (modules.Params(this.get_parameter "pool_query")) boundaries mask features
+        | None -> PredictorCore.meanPool config boundaries mask features
 
     /// 10 · binomial from the compression-scheduled targets (SPEC §4.2 steps 6–7).
     override this.CountLoss(input: PredictorInput, counts: Tensor, valid: Tensor) : Tensor =

@@ -7,7 +7,8 @@ open MagnetWhisper.Core.Segments
 /// The 8-head learned-query attention pooling of BP2 and BP3 (`learned_query` ~ N(0, 1), `pool_layernorm`,
 /// identity-initialised `pool_key`/`pool_value`/`pool_output`), registered on the owning predictor under the
 /// original's names.
-type internal MultiHeadPool(owner: torch.nn.Module, kind: PredictorKind, dim: int) =
+type internal MultiHeadPool(owner: torch.nn.Module, config: PredictorConfig, dim: int) =
+    let kind = config.Kind
     do PredictorCore.requireHeads kind PredictorConstants.PoolingHeads dim
     let modules = PredictorCore.AttentionPoolModules.Create dim
     let layerNorm = torch.nn.LayerNorm(int64 dim, PredictorConstants.LayerNormEps)
@@ -19,12 +20,12 @@ type internal MultiHeadPool(owner: torch.nn.Module, kind: PredictorKind, dim: in
         owner.register_module("pool_output", modules.Output)
         owner.register_module("pool_layernorm", layerNorm)
 
-    /// LayerNorm, then 8-head segment attention pooling. boundaries (B, L), mask (B, L) or None, features (B, L, D)
+    /// LayerNorm, then 8-head segment attention pooling with the configuration's tail rule. boundaries (B, L), mask (B, L) or None, features (B, L, D)
     /// → (B, S, D).
     member _.Pool(boundaries: Tensor, mask: Tensor option, features: Tensor) : Tensor =
         let norm: Pooling.LayerNormParams = { Weight = layerNorm.weight; Bias = layerNorm.bias; Eps = PredictorConstants.LayerNormEps }
         let query = owner.get_parameter "learned_query"
-        Pooling.multiHeadAttentionPool PredictorConstants.PoolingHeads (Some norm) (modules.Params query) boundaries mask features
+        Pooling.multiHeadAttentionPoolWithTail (PredictorCore.tailRule config) PredictorConstants.PoolingHeads (Some norm) (modules.Params query) boundaries mask features
 
 /// BoundaryPredictor2 (SPEC §4.3, H-Net style): p_t = clamp((1 − (q_t·k_{t+1} + β))/2, 0, 1) from consecutive frames,
 /// q = W_q norm(q̂ + MLP(q̂)) with q̂ = norm(dropout(h_t)) and likewise k from h_{t+1} (one shared GELU MLP), identity
@@ -52,7 +53,7 @@ type BoundaryPredictor2(config: PredictorConfig, dim: int) as this =
 
     let pool =
         match config.Pooling with
-        | AttentionPooling -> Some(MultiHeadPool(this, Bp2, dim))
+        | AttentionPooling -> Some(MultiHeadPool(this, config, dim))
         | MeanPooling -> None
 
     /// Similarity of frames t and t+1 through the shared residual MLP; the pooled features are hidden itself.
@@ -70,7 +71,7 @@ type BoundaryPredictor2(config: PredictorConfig, dim: int) as this =
     override _.Pool(boundaries: Tensor, mask: Tensor option, features: Tensor) : Tensor =
         match pool with
         | Some pool -> pool.Pool(boundaries, mask, features)
-        | None -> PredictorCore.meanPool boundaries mask features
+        | None -> PredictorCore.meanPool config boundaries mask features
 
     /// 10 · binomial from the raw targets (SPEC §4.3 step 6; no internal schedule).
     override this.CountLoss(input: PredictorInput, counts: Tensor, valid: Tensor) : Tensor =

@@ -136,7 +136,7 @@ type BoundaryPredictor3(config: PredictorConfig, dim: int) as this =
 
     let pool =
         match config.Pooling with
-        | AttentionPooling -> Some(MultiHeadPool(this, Bp3, dim))
+        | AttentionPooling -> Some(MultiHeadPool(this, config, dim))
         | MeanPooling -> None
 
     /// The U-Net.
@@ -158,7 +158,7 @@ type BoundaryPredictor3(config: PredictorConfig, dim: int) as this =
     override _.Pool(boundaries: Tensor, mask: Tensor option, features: Tensor) : Tensor =
         match pool with
         | Some pool -> pool.Pool(boundaries, mask, features)
-        | None -> PredictorCore.meanPool boundaries mask features
+        | None -> PredictorCore.meanPool config boundaries mask features
 
     /// With targets: 10 · binomial from the raw targets. Without: the prior-scheduled binomial times
     /// Schedule.BoundaryLossWeight (0 by default, as the original).

@@ -44,7 +44,7 @@ type BoundaryPredictor4(config: PredictorConfig, dim: int) as this =
 
     /// Segment-mean pooling (`downsample`).
     override _.Pool(boundaries: Tensor, mask: Tensor option, features: Tensor) : Tensor =
-        PredictorCore.meanPool boundaries mask features
+        PredictorCore.meanPool config boundaries mask features
 
     /// 10 · binomial from the compression-scheduled targets, as BP1.
     override this.CountLoss(input: PredictorInput, counts: Tensor, valid: Tensor) : Tensor =

@@ -41,6 +41,25 @@ type UNetAlignment =
     /// kept), concatenated with the skip, then linearly interpolated to L; padded frames enter the convolutions.
     | OriginalCrop
 
+/// How a row's segments relate to the other rows of its batch (DECISIONS #1).
+type BatchingRule =
+    /// The default: every row gets a forced boundary at its last valid frame (padded or not), and frames after a
+    /// row's last boundary are not pooled, so a row's result never depends on the other rows of its batch.
+    | BatchIndependent
+    /// The original (SPEC §2.1, §4.1 step 5): the forced boundary is applied only when some row of the batch has
+    /// padding, to each padded row just before its first padded position; pooling uses the original tail rule (the
+    /// frames after row β's last boundary form an extra segment n_β when n_β &lt; S, dropped for the rows with S
+    /// boundaries). Under this rule the log-probability covers every valid frame, as the original's.
+    | OriginalBatching
+
+/// What BP1 pools in RL mode (DECISIONS #4, SPEC §4.2 step 3).
+type RlPooling =
+    /// The default: the sampled boundaries are pooled, so the reward depends on the actions.
+    | PoolSampled
+    /// The original: all-ones boundaries (masked) are pooled, so S = the valid length (no compression); the sample
+    /// only feeds the log-probability and the loss terms see the all-ones boundaries. BP1 only.
+    | PoolAllFrames
+
 /// Numeric constants of the predictors (SPEC §11).
 module PredictorConstants =
     /// Multiplier of every supervised boundary-count loss.
@@ -119,7 +138,11 @@ type PredictorConfig =
       /// BP3's U-Net skip alignment (DECISIONS #6); ignored by the others.
       UNetAlignment: UNetAlignment
       /// Upper bound of the per-utterance binomial term in RL mode (the original's 1.0 for BP1); None = no cap.
-      RlBinomialCap: float option }
+      RlBinomialCap: float option
+      /// Forced boundary and tail rule (DECISIONS #1): BatchIndependent (default) or OriginalBatching.
+      Batching: BatchingRule
+      /// What RL mode pools (DECISIONS #4): PoolSampled (default) or PoolAllFrames (the original; BP1 only).
+      RlPooling: RlPooling }
 
     /// The original's construction for a kind, with the DECISIONS applied: temperature 1, threshold 0.5, attention
     /// pooling for BP1–BP3 and mean pooling for BP4, hidden width D (BP4: ⌊D/3⌋), dropout 0.1 (BP4: 0), initial
@@ -137,7 +160,16 @@ type PredictorConfig =
              | Bp1 | Bp4 -> Some PredictorConstants.InitialBoundaryBias
              | Bp2 | Bp3 -> None)
           UNetAlignment = Aligned
-          RlBinomialCap = (match kind with Bp1 -> Some PredictorConstants.RlBinomialCap | _ -> None) }
+          RlBinomialCap = (match kind with Bp1 -> Some PredictorConstants.RlBinomialCap | _ -> None)
+          Batching = BatchIndependent
+          RlPooling = PoolSampled }
+
+    /// The configuration with the original's segmentation: OriginalBatching and, for BP1, all-ones RL pooling
+    /// (BP3's U-Net alignment is a separate option and is left unchanged).
+    member c.WithOriginalSegmentation() : PredictorConfig =
+        { c with
+            Batching = OriginalBatching
+            RlPooling = (match c.Kind with Bp1 -> PoolAllFrames | _ -> c.RlPooling) }
 
 /// Values a trainer sets before each forward pass (DECISIONS #8: inputs, not state of the module).
 type Schedule =
@@ -274,6 +306,8 @@ module internal PredictorCore =
         match config.RlBinomialCap with
         | Some c when not (c > 0.0) -> invalidArg "config" $"RlBinomialCap must be positive, but is {c}"
         | _ -> ()
+        if config.RlPooling = PoolAllFrames && config.Kind <> Bp1 then
+            invalidArg "config" $"RlPooling = PoolAllFrames is BP1's original RL mode only, but Kind is {config.Kind}"
 
     /// A trainable parameter holding data, detached from any dispose scope (a module may be built inside one).
     let parameter (data: unit -> Tensor) : Modules.Parameter =
@@ -307,9 +341,27 @@ module internal PredictorCore =
         member m.Params(query: Tensor) : Pooling.AttentionPoolParams =
             { Query = query; Key = m.Key.weight; Value = m.Value.weight; Output = m.Output.weight }
 
-    /// Segment-mean pooling with the batch-independent tail rule (DECISIONS #1). (B, L), (B, L, D) → (B, S, D).
-    let meanPool (boundaries: Tensor) (mask: Tensor option) (features: Tensor) =
-        Downsample.downsample Downsample.defaultOptions boundaries features mask
+    /// The pooling tail rule of a configuration (DECISIONS #1).
+    let tailRule (config: PredictorConfig) : Downsample.TailRule =
+        match config.Batching with
+        | BatchIndependent -> Downsample.DropAfterLastBoundary
+        | OriginalBatching -> Downsample.OriginalTail
+
+    /// Segment-mean pooling with the configuration's tail rule (DECISIONS #1). (B, L), (B, L, D) → (B, S, D).
+    let meanPool (config: PredictorConfig) (boundaries: Tensor) (mask: Tensor option) (features: Tensor) =
+        Downsample.downsample { Tail = tailRule config } boundaries features mask
+
+    /// Forces the configuration's boundaries on masked hard boundaries: the last valid frame of every row
+    /// (BatchIndependent) or the original's padded-row frames (OriginalBatching). b (B, L), mask or None → (B, L).
+    let force (config: PredictorConfig) (mask: Tensor option) (b: Tensor) : Tensor =
+        match config.Batching with
+        | BatchIndependent -> Boundaries.forceLast mask b
+        | OriginalBatching -> Boundaries.forceOriginal mask b
+
+    /// Masks then forces with the configuration's rule. (B, L) → (B, L).
+    let maskAndForce (config: PredictorConfig) (mask: Tensor option) (b: Tensor) : Tensor =
+        use _ = torch.NewDisposeScope()
+        (force config mask (Boundaries.applyMask mask b)).MoveToOuterDisposeScope()
 
     /// Dropout with probability p, active only when training: the kept-frame mask is drawn from the generator when
     /// there is one (sampling mode, so one seed reproduces the whole training forward), otherwise from TorchSharp's
@@ -423,18 +475,27 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
             | Threshold -> None
         let scores = this.Score(hidden, mask, generator)
         let p = Boundaries.applyMask mask scores.Probabilities
-        let steOrder =
+        let maskAndForce = PredictorCore.maskAndForce config
+        let steOrder (m: Tensor option) (h: Tensor) (z: Tensor) =
             match config.Kind with
-            | Bp2 | Bp3 -> Boundaries.maskThenSte
-            | Bp1 | Bp4 -> Boundaries.steThenMask
-        let logProbOf (h: Tensor) = Boundaries.logProb (Some(PredictorCore.actionMask mask p)) p h
+            | Bp2 | Bp3 -> Boundaries.straightThrough (maskAndForce m h) (maskAndForce m z)
+            | Bp1 | Bp4 -> maskAndForce m (Boundaries.straightThrough h z)
+        let actions =
+            match config.Batching with
+            | BatchIndependent -> PredictorCore.actionMask mask p
+            | OriginalBatching -> Boundaries.maskOrOnes p mask
+        let logProbOf (h: Tensor) = Boundaries.logProb (Some actions) p h
         let boundaries, logProb =
             match input.Mode, input.Rl with
             | Sample generator, true ->
                 // Bernoulli(p) without relaxation: these actions are pooled (DECISIONS #4).
                 let u = Boundaries.uniformLike generator p
                 let h = u.lt(p.detach()).to_type(p.dtype)
-                Boundaries.maskAndForce mask h, Some(logProbOf h)
+                let pooledBoundaries =
+                    match config.RlPooling with
+                    | PoolSampled -> h
+                    | PoolAllFrames -> torch.ones_like h
+                maskAndForce mask pooledBoundaries, Some(logProbOf h)
             | Sample generator, false ->
                 let z =
                     match scores.Logits with
