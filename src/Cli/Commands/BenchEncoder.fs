@@ -185,6 +185,8 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
             m, $"whisper-{size} (random weights)", None
         | None, None -> invalidArg "model" "give --model DIR (a Hugging Face Whisper folder) or --config tiny|base|small|medium|large"
     use model = model
+    if args.Contains Pytorch && (args.Contains Predictors || args.Contains Ratios) then
+        invalidArg "pytorch" "--pytorch times the plain Whisper encoder: drop --predictors/--ratios"
     if args.Contains Predictors || args.Contains Ratios then
         BenchEncoderMagnet.report model description (args.TryGetResult Predictors) (args.TryGetResult Ratios)
             (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 1)) (args.GetResult(Repeats, defaultValue = 5)) quiet
