@@ -3,6 +3,7 @@ module MagnetWhisper.Cli.Commands.BenchEncoder
 
 open System
 open System.Diagnostics
+open System.IO
 open Argu
 open TorchSharp
 open MagnetWhisper.Core
@@ -20,6 +21,7 @@ type BenchEncoderArgs =
     | Threads of count: int
     | Predictors of layers: string
     | Ratios of ratios: string
+    | Pytorch
     | Quiet
     interface IArgParserTemplate with
         member a.Usage =
@@ -34,6 +36,7 @@ type BenchEncoderArgs =
             | Threads _ -> "libtorch intra-op threads (default: libtorch's choice)."
             | Predictors _ -> "MagnetWhisper: encoder layers that get a BP1, e.g. 3 or 2,6 (default 1 when --ratios is given)."
             | Ratios _ -> "MagnetWhisper: compression ratios per predictor (default 2,4,8 when --predictors is given); prints time vs FLOP reduction."
+            | Pytorch -> "also time plain PyTorch's encoder (tools/pytorch/whisper_reference.py under /usr/bin/python3; CPU float32) with the same threads and print the ratio."
             | Quiet -> "no progress lines on stderr."
 
 /// What one encoder benchmark measured.
@@ -92,6 +95,64 @@ let measure (model: WhisperModel) (description: string) (batch: int) (warmup: in
       GflopPerWindow = gflop
       GflopPerSecond = gflop / perWindow }
 
+/// The reference script: tools/pytorch/whisper_reference.py above the executable or the current directory.
+let private referenceScript () : string =
+    let rel = Path.Combine("tools", "pytorch", "whisper_reference.py")
+    let rec up (d: DirectoryInfo) =
+        if isNull d then None
+        elif File.Exists(Path.Combine(d.FullName, rel)) then Some(Path.Combine(d.FullName, rel))
+        else up d.Parent
+    match up (DirectoryInfo AppContext.BaseDirectory) |> Option.orElse (up (DirectoryInfo(Directory.GetCurrentDirectory()))) with
+    | Some p -> p
+    | None -> failwith $"{rel} not found above {AppContext.BaseDirectory} or the current directory; run from the repository"
+
+/// Times PyTorch's encoder on the same weights with the same threads (the model is saved to a temporary folder
+/// unless `folder` already is a float32-loadable Hugging Face checkpoint); prints the medians and ours / PyTorch.
+let private comparePyTorch (model: WhisperModel) (folder: string option) (r: EncoderBenchResult) (warmup: int) (repeats: int) (quiet: bool) : int =
+    let python = "/usr/bin/python3"
+    let runPython (args: string list) =
+        let psi = ProcessStartInfo(python, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+        for a in args do psi.ArgumentList.Add a
+        use p = Process.Start psi
+        let err = p.StandardError.ReadToEndAsync()
+        let out = p.StandardOutput.ReadToEnd()
+        p.WaitForExit()
+        p.ExitCode, out, err.Result
+    if model.Device.``type`` <> DeviceType.CPU || model.DType <> torch.float32 then
+        invalidArg "pytorch" "--pytorch compares CPU float32 encoders: use --device cpu and --dtype float32"
+    let available = File.Exists python && (try (let code, _, _ = runPython [ "-c"; "import torch, numpy" ] in code = 0) with _ -> false)
+    if not available then
+        eprintfn "pytorch      %s cannot import torch: install Debian's PyTorch with `apt-get install python3-torch` to compare" python
+        1
+    else
+    let script = referenceScript ()
+    let temp = Path.Combine(Path.GetTempPath(), $"magnet-bench-pytorch-{Guid.NewGuid():N}")
+    try
+        let dir =
+            match folder with
+            | Some d -> d
+            | None ->
+                Output.progress quiet $"saving the weights to {temp} for PyTorch"
+                model.Save(temp, { SaveOptions.Default with DType = Some torch.float32 })
+                temp
+        Output.progress quiet $"timing PyTorch's encoder ({script})"
+        let code, out, err =
+            runPython [ script; dir; "--bench"; "--threads"; string r.Threads; "--warmup"; string warmup
+                        "--repeats"; string repeats; "--batch"; string r.Batch ]
+        if code <> 0 then failwith $"whisper_reference.py --bench exited with {code}: {err.Trim()}"
+        // "pytorch <version> encoder median_ms <ms> min_ms <ms> max_ms <ms> threads <n> batch <b>"
+        let fields = out.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries)
+        let field (name: string) =
+            match Array.tryFindIndex ((=) name) fields with
+            | Some i when i + 1 < fields.Length -> fields.[i + 1]
+            | _ -> failwith $"unexpected output from whisper_reference.py --bench: {out.Trim()}"
+        let medianMs = float (field "median_ms")
+        printfn "pytorch      %s, %s threads: median %.3g ms (min %s ms, max %s ms)" (field "pytorch") (field "threads") medianMs (field "min_ms") (field "max_ms")
+        printfn "ratio        ours / PyTorch = %.3f (median per forward, batch %d)" (r.MedianSeconds * 1000.0 / medianMs) r.Batch
+        0
+    finally
+        if Directory.Exists temp then (try Directory.Delete(temp, true) with _ -> ())
+
 /// Runs the command: prints the figures on stdout, progress on stderr.
 let run (args: ParseResults<BenchEncoderArgs>) : int =
     let quiet = args.Contains Quiet
@@ -100,7 +161,7 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
     args.TryGetResult Threads |> Option.iter (fun n ->
         if n < 1 then invalidArg "threads" "threads must be at least 1"
         torch.set_num_threads n)
-    let model, description =
+    let model, description, hfFolder =
         match args.TryGetResult Model, args.TryGetResult Config with
         | Some _, Some _ -> invalidArg "model" "give either --model DIR or --config SIZE, not both"
         | Some dir, None when MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder dir ->
@@ -111,19 +172,21 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
             w.LoadWeights(weights, { Strict = false }) |> ignore
             w.``to``(device, dtype) |> ignore
             w.eval()
-            w, dir
+            w, dir, None
         | Some dir, None ->
             Output.progress quiet $"loading {dir}"
-            WhisperModel.fromPretrained dir device dtype, dir
+            WhisperModel.fromPretrained dir device dtype, dir, Some dir
         | None, Some size ->
             let config = WhisperConfig.preset size
             Output.progress quiet $"building a random whisper-{size}"
             let m = WhisperModel.create config
             m.``to``(device, dtype) |> ignore
             m.eval()
-            m, $"whisper-{size} (random weights)"
+            m, $"whisper-{size} (random weights)", None
         | None, None -> invalidArg "model" "give --model DIR (a Hugging Face Whisper folder) or --config tiny|base|small|medium|large"
     use model = model
+    if args.Contains Pytorch && (args.Contains Predictors || args.Contains Ratios) then
+        invalidArg "pytorch" "--pytorch times the plain Whisper encoder: drop --predictors/--ratios"
     if args.Contains Predictors || args.Contains Ratios then
         BenchEncoderMagnet.report model description (args.TryGetResult Predictors) (args.TryGetResult Ratios)
             (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 1)) (args.GetResult(Repeats, defaultValue = 5)) quiet
@@ -138,4 +201,6 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
     printfn "throughput   %.1f GFLOP per 30 s (convs + projections + attention + FFN), %.1f GFLOP/s" r.GflopPerWindow r.GflopPerSecond
     let ceiling = Output.matmulRate model.Device model.DType 2048L 5
     printfn "ceiling      2048³ matmul in this run: %.1f GFLOP/s; the encoder reaches %.0f%% of it" ceiling (100.0 * r.GflopPerSecond / ceiling)
-    0
+    if args.Contains Pytorch then
+        comparePyTorch model hfFolder r (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10)) quiet
+    else 0
