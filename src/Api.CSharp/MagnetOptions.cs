@@ -239,8 +239,10 @@ namespace MagnetWhisper
         public MagnetOptions WithConvs(ConvConfig convs) =>
             new(Predictors, convs ?? throw new ArgumentNullException(nameof(convs)), EncoderMasking, OriginalTargetScheduling, OriginalPerUtteranceCrossEntropy);
 
-        /// <summary>These options reproducing the original's numbers: query-only encoder masks, double target scheduling, per-utterance CE over all positions.</summary>
-        public MagnetOptions WithOriginalCompatibility() => new(Predictors, Convs, EncoderAttentionMasking.QueriesOnly, true, true);
+        /// <summary>These options reproducing the original's numbers: query-only encoder masks, double target scheduling, per-utterance CE over all positions, and on every predictor batch-dependent forcing and tail (plus all-ones RL pooling for BP1).</summary>
+        public MagnetOptions WithOriginalCompatibility() =>
+            new(Predictors.Select(p => p with { OriginalBatching = true, OriginalRlPooling = p.Type == PredictorType.Bp1 }).ToArray(),
+                Convs, EncoderAttentionMasking.QueriesOnly, true, true);
 
         /// <summary>These options with the project's behaviour (the default).</summary>
         public MagnetOptions WithProjectCompatibility() => new(Predictors, Convs, EncoderAttentionMasking.QueriesAndKeys, false, false);

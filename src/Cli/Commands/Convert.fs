@@ -29,7 +29,7 @@ type ConvertArgs =
             | Original _ -> "folder saved by the original Python project (boundary_params.pt, boundary_predictors.bin, ...) to import."
             | Predictor _ -> "LAYER:TYPE[:PRIOR[:POOLING]], e.g. 3:bp1:0.08:mean; TYPE bp1..bp4, POOLING attention|mean (repeatable)."
             | Conv_Strides _ -> "extra stride convolutions after conv2, e.g. 2,2 (kernel 3, d_model channels)."
-            | Original_Compat -> "with --whisper: the original's numbers (query-only encoder masks, double target scheduling, CE over all positions)."
+            | Original_Compat -> "with --whisper: the original's numbers (query-only encoder masks, double target scheduling, CE over all positions, batch-dependent forcing and tail, BP1 all-ones RL pooling, BP3's cropped U-Net)."
             | Project_Compat -> "with --original: the project's behaviour (DECISIONS.md) instead of the original's numbers."
             | Dtype _ -> "stored dtype: float32 (default), float16 or bfloat16."
             | Seed _ -> "random seed of the new predictor and convolution weights (default 0)."
@@ -126,8 +126,8 @@ let run (args: ParseResults<ConvertArgs>) : int =
             let options =
                 { MagnetOptions.Default with
                     Predictors = slots
-                    Convs = ConvConfig.FromStrides(args.TryGetResult Conv_Strides |> Option.map parseStrides |> Option.defaultValue [], whisper.Config.DModel)
-                    Compatibility = if args.Contains Original_Compat then Compatibility.Original else Compatibility.Default }
+                    Convs = ConvConfig.FromStrides(args.TryGetResult Conv_Strides |> Option.map parseStrides |> Option.defaultValue [], whisper.Config.DModel) }
+            let options = if args.Contains Original_Compat then options.WithOriginalCompatibility() else options
             Output.progress false $"converting {dir}"
             MagnetWhisperModel.FromWhisper(whisper, options)
         | None, Some dir ->

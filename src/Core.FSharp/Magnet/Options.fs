@@ -136,6 +136,15 @@ type MagnetOptions =
     /// These options with the default predictor of a kind before a layer.
     member o.WithPredictor(layer: int, kind: PredictorKind, prior: float) = o.WithSlot(PredictorSlot.Create(layer, kind, prior))
 
+    /// The original's numbers throughout: `Compatibility.Original`, and on every predictor slot the original
+    /// segmentation (batch-dependent forcing and tail, BP1's all-ones RL pooling) and BP3's cropped U-Net.
+    member o.WithOriginalCompatibility() =
+        { o with
+            Compatibility = Compatibility.Original
+            Predictors =
+                [ for s in o.Predictors ->
+                      { s with Predictor = { s.Predictor.WithOriginalSegmentation() with UNetAlignment = OriginalCrop } } ] }
+
     /// These options with extra convolutions of the given strides (kernel 3, out-channels d_model).
     member o.WithConvStrides(dModel: int, strides: int seq) = { o with Convs = ConvConfig.FromStrides(strides, dModel) }
 

@@ -113,4 +113,12 @@ let tests =
             Expect.throwsT<System.ArgumentException>
                 (fun () -> Predictors.create { PredictorConfig.Default(Bp2, 0.2) with RlPooling = PoolAllFrames } dim |> ignore)
                 "BP2 rejects it"
+
+        testCase "WithOriginalCompatibility sets the model options and every slot's original segmentation" <| fun () ->
+            let options = MagnetOptions.Default.WithPredictor(1, Bp1, 0.25).WithPredictor(2, Bp3, 0.3).WithOriginalCompatibility()
+            Expect.equal options.Compatibility Compatibility.Original "model-level options"
+            for slot in options.Predictors do
+                Expect.equal slot.Predictor.Batching OriginalBatching $"slot {slot.Layer}: batching"
+                Expect.equal slot.Predictor.UNetAlignment OriginalCrop $"slot {slot.Layer}: U-Net"
+            Expect.equal (options.Predictors |> List.map (fun s -> s.Predictor.RlPooling)) [ PoolAllFrames; PoolSampled ] "all-ones RL pooling for BP1 only"
     ]
