@@ -161,39 +161,27 @@ module MagnetJson =
                       let prior = Json.asFloat source (field "prior") (required source where e "prior")
                       let d = PredictorConfig.Default(kind, prior)
                       let optFloat name = Json.tryProp e name |> Option.map (Json.asFloat source (field name))
+                      // An optional named choice; absent (e.g. in files written before the field existed) → fallback.
+                      let optChoice name options fallback =
+                          Json.tryProp e name |> Option.map (choice source (field name) options) |> Option.defaultValue fallback
+                      // An optional number that may be null (= None); absent → fallback.
+                      let nullableFloat name fallback =
+                          match e.TryGetProperty(name: string) with
+                          | true, v when v.ValueKind = JsonValueKind.Null -> None
+                          | true, v -> Some(Json.asFloat source (field name) v)
+                          | _ -> fallback
                       let predictor =
                           { d with
                               Temperature = optFloat "temperature" |> Option.defaultValue d.Temperature
                               Threshold = optFloat "threshold" |> Option.defaultValue d.Threshold
-                              Pooling =
-                                Json.tryProp e "pooling"
-                                |> Option.map (choice source (field "pooling") [ "attention", AttentionPooling; "mean", MeanPooling ])
-                                |> Option.defaultValue d.Pooling
+                              Pooling = optChoice "pooling" [ "attention", AttentionPooling; "mean", MeanPooling ] d.Pooling
                               HiddenDim = Json.tryProp e "hidden_dim" |> Option.map (Json.asInt source (field "hidden_dim"))
                               Dropout = optFloat "dropout" |> Option.defaultValue d.Dropout
-                              InitialBoundaryBias =
-                                match e.TryGetProperty "initial_boundary_bias" with
-                                | true, v when v.ValueKind = JsonValueKind.Null -> None
-                                | true, v -> Some(Json.asFloat source (field "initial_boundary_bias") v)
-                                | _ -> d.InitialBoundaryBias
-                              UNetAlignment =
-                                Json.tryProp e "unet_alignment"
-                                |> Option.map (choice source (field "unet_alignment") [ "aligned", Aligned; "original_crop", OriginalCrop ])
-                                |> Option.defaultValue d.UNetAlignment
-                              RlBinomialCap =
-                                match e.TryGetProperty "rl_binomial_cap" with
-                                | true, v when v.ValueKind = JsonValueKind.Null -> None
-                                | true, v -> Some(Json.asFloat source (field "rl_binomial_cap") v)
-                                | _ -> d.RlBinomialCap
-                              // Absent in files written before these options: the defaults.
-                              Batching =
-                                Json.tryProp e "batching"
-                                |> Option.map (choice source (field "batching") [ "batch_independent", BatchIndependent; "original", OriginalBatching ])
-                                |> Option.defaultValue d.Batching
-                              RlPooling =
-                                Json.tryProp e "rl_pooling"
-                                |> Option.map (choice source (field "rl_pooling") [ "sampled", PoolSampled; "all_frames", PoolAllFrames ])
-                                |> Option.defaultValue d.RlPooling }
+                              InitialBoundaryBias = nullableFloat "initial_boundary_bias" d.InitialBoundaryBias
+                              UNetAlignment = optChoice "unet_alignment" [ "aligned", Aligned; "original_crop", OriginalCrop ] d.UNetAlignment
+                              RlBinomialCap = nullableFloat "rl_binomial_cap" d.RlBinomialCap
+                              Batching = optChoice "batching" [ "batch_independent", BatchIndependent; "original", OriginalBatching ] d.Batching
+                              RlPooling = optChoice "rl_pooling" [ "sampled", PoolSampled; "all_frames", PoolAllFrames ] d.RlPooling }
                       let targets =
                           match Json.tryProp e "target_source" with
                           | None -> (PredictorSlot.Create(layer, kind, prior)).Targets
