@@ -12,18 +12,6 @@ open MagnetWhisper.Core.Tensors
 open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Core.Decoding
 
-/// A stored tensor: its shape, and how to load it as a new CPU tensor of a dtype.
-type TensorSource =
-    { Shape: int64[]
-      Load: torch.ScalarType -> Tensor }
-
-    /// Every tensor of a checkpoint folder by name.
-    static member OfCheckpoint(weights: CheckpointWeights) : IReadOnlyDictionary<string, TensorSource> =
-        let d = Dictionary<string, TensorSource>()
-        for n in weights.Names do
-            d.[n] <- { Shape = (weights.Info n).Shape; Load = fun dtype -> weights.Load(n, dtype) }
-        d :> IReadOnlyDictionary<_, _>
-
 /// What a training or evaluation forward pass needs.
 type ForwardInput =
     { /// Log-mel features (B, n_mels, 2·max_source_positions).
@@ -302,31 +290,8 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
     /// come from in errors. Shape mismatches always fail, naming each tensor with both shapes; with Strict, missing
     /// and unexpected tensors fail by name. `proj_out.weight` is ignored when the embeddings are tied.
     member this.LoadTensors(source: string, tensors: IReadOnlyDictionary<string, TensorSource>, loadOptions: LoadOptions) : LoadReport =
-        let state = this.State
-        let expected = HashSet<string>(state |> List.map fst)
-        let stored = tensors.Keys |> Seq.sort |> List.ofSeq
-        let ignored = stored |> List.filter (fun n -> config.TieWordEmbeddings && n = "proj_out.weight")
-        let missing = [ for n, _ in state do if not (tensors.ContainsKey n) then n ]
-        let unexpected = stored |> List.filter (fun n -> not (expected.Contains n) && not (List.contains n ignored))
-        if loadOptions.Strict && not (missing.IsEmpty && unexpected.IsEmpty) then
-            let list (xs: string list) = if xs.IsEmpty then "none" else String.Join(", ", xs)
-            raise (InvalidDataException $"{source} does not match the MagnetWhisper model: missing tensors: {list missing}; unexpected tensors: {list unexpected}")
-        let mismatched =
-            [ for n, p in state do
-                  match tensors.TryGetValue n with
-                  | true, t when t.Shape <> p.shape -> $"{n}: checkpoint {showShape t.Shape}, model {showShape p.shape}"
-                  | _ -> () ]
-        if not mismatched.IsEmpty then
-            let all = String.Join("; ", mismatched)
-            raise (InvalidDataException $"{source} has tensors of the wrong shape: {all}")
-        use _ = torch.no_grad()
-        for n, p in state do
-            match tensors.TryGetValue n with
-            | true, t ->
-                use src = t.Load p.dtype
-                p.copy_(src) |> ignore
-            | _ -> ()
-        { Missing = missing; Unexpected = unexpected; Ignored = ignored }
+        let available = [ for n in tensors.Keys |> Seq.sort -> n, (n, tensors.[n]) ]
+        StateLoad.copy $"{source} does not match the MagnetWhisper model" source "tensors" config.TieWordEmbeddings this.State available loadOptions
 
     /// Copies the tensors of a checkpoint folder into the state (see LoadTensors).
     member this.LoadState(weights: CheckpointWeights, loadOptions: LoadOptions) : LoadReport =

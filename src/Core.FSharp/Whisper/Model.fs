@@ -29,6 +29,51 @@ type LoadOptions =
 
     static member Default = { Strict = true }
 
+/// A stored tensor: its shape, and how to load it as a new CPU tensor of a dtype.
+type TensorSource =
+    { Shape: int64[]
+      Load: torch.ScalarType -> Tensor }
+
+    /// Every tensor of a checkpoint folder by name.
+    static member OfCheckpoint(weights: CheckpointWeights) : IReadOnlyDictionary<string, TensorSource> =
+        let d = Dictionary<string, TensorSource>()
+        for n in weights.Names do
+            d.[n] <- { Shape = (weights.Info n).Shape; Load = fun dtype -> weights.Load(n, dtype) }
+        d :> IReadOnlyDictionary<_, _>
+
+/// Copying stored tensors into a model's state, shared by Whisper and MagnetWhisper.
+module StateLoad =
+    /// Copies `available` ((model name, (stored name, tensor)) in the order errors list them) into `state` (model
+    /// name, tensor), converting dtype. Shape mismatches always fail, naming each stored tensor with both shapes; with
+    /// Strict, missing and unexpected names fail (`mismatch` opens that message, `noun` names the entries). A stored
+    /// `proj_out.weight` is ignored when the embeddings are tied.
+    let copy (mismatch: string) (source: string) (noun: string) (tied: bool) (state: (string * Tensor) list) (available: (string * (string * TensorSource)) list) (options: LoadOptions) : LoadReport =
+        let byModelName = Dictionary<string, string * TensorSource>()
+        for n, stored in available do byModelName.[n] <- stored
+        let expected = HashSet<string>(state |> List.map fst)
+        let ignored = [ for n, (s, _) in available do if tied && n = "proj_out.weight" then s ]
+        let missing = [ for n, _ in state do if not (byModelName.ContainsKey n) then n ]
+        let unexpected = [ for n, (s, _) in available do if not (expected.Contains n) && not (List.contains s ignored) then s ]
+        if options.Strict && not (missing.IsEmpty && unexpected.IsEmpty) then
+            let list (xs: string list) = if xs.IsEmpty then "none" else String.Join(", ", xs)
+            raise (InvalidDataException $"{mismatch}: missing {noun}: {list missing}; unexpected {noun}: {list unexpected}")
+        let mismatched =
+            [ for n, p in state do
+                  match byModelName.TryGetValue n with
+                  | true, (s, t) when t.Shape <> p.shape -> $"{s}: checkpoint {showShape t.Shape}, model {showShape p.shape}"
+                  | _ -> () ]
+        if not mismatched.IsEmpty then
+            let all = String.Join("; ", mismatched)
+            raise (InvalidDataException $"{source} has tensors of the wrong shape: {all}")
+        use _ = torch.no_grad()
+        for n, p in state do
+            match byModelName.TryGetValue n with
+            | true, (_, t) ->
+                use src = t.Load p.dtype
+                p.copy_(src) |> ignore
+            | _ -> ()
+        { Missing = missing; Unexpected = unexpected; Ignored = ignored }
+
 /// Hugging Face's `_init_weights` for Whisper, shared by every model built on Whisper's parameter names.
 module WhisperInit =
     /// Re-draws the selected parameters: weights normal(0, init_std), biases 0, LayerNorms 1/0, the pad token's
@@ -209,34 +254,10 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         let stored = weights.Names |> List.ofSeq
         let bare = not (stored |> List.exists (fun n -> n.StartsWith "model.")) && stored |> List.exists (fun n -> n.StartsWith "encoder." || n.StartsWith "decoder.")
         let toModelName (n: string) = if bare && (n.StartsWith "encoder." || n.StartsWith "decoder.") then "model." + n else n
-        let available = Dictionary<string, string>()
-        for n in stored do available.[toModelName n] <- n
-        let parameters = [ for struct (name, p) in this.named_parameters() -> name, p ]
-        let expected = HashSet<string>(parameters |> List.map fst)
-        let ignored = [ for KeyValue(n, s) in available do if config.TieWordEmbeddings && n = "proj_out.weight" then s ]
-        let missing = [ for n, _ in parameters do if not (available.ContainsKey n) then n ]
-        let unexpected = [ for KeyValue(n, s) in available do if not (expected.Contains n) && not (List.contains s ignored) then s ]
-        if options.Strict && not (missing.IsEmpty && unexpected.IsEmpty) then
-            let list (xs: string list) = if xs.IsEmpty then "none" else String.Join(", ", xs)
-            raise (InvalidDataException $"checkpoint {weights.Source} does not match the model: missing keys: {list missing}; unexpected keys: {list unexpected}")
-        let mismatched =
-            [ for n, p in parameters do
-                  match available.TryGetValue n with
-                  | true, s ->
-                      let shape = (weights.Info s).Shape
-                      if shape <> p.shape then $"{s}: checkpoint {showShape shape}, model {showShape p.shape}"
-                  | _ -> () ]
-        if not mismatched.IsEmpty then
-            let all = String.Join("; ", mismatched)
-            raise (InvalidDataException $"checkpoint {weights.Source} has tensors of the wrong shape: {all}")
-        use _ = torch.no_grad()
-        for n, p in parameters do
-            match available.TryGetValue n with
-            | true, s ->
-                use src = weights.Load(s, p.dtype)
-                p.copy_(src) |> ignore
-            | _ -> ()
-        { Missing = missing; Unexpected = unexpected; Ignored = ignored }
+        let sources = TensorSource.OfCheckpoint weights
+        let available = [ for n in stored -> toModelName n, (n, sources.[n]) ]
+        let parameters = [ for struct (name, p) in this.named_parameters() -> name, (p :> Tensor) ]
+        StateLoad.copy $"checkpoint {weights.Source} does not match the model" $"checkpoint {weights.Source}" "keys" config.TieWordEmbeddings parameters available options
 
     /// Writes a Hugging Face checkpoint folder (config.json with architectures ["WhisperForConditionalGeneration"] and
     /// model_type "whisper", generation_config.json when the model has one, model.safetensors or shards with HF names
