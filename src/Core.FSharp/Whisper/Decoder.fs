@@ -123,14 +123,16 @@ type WhisperDecoder(config: WhisperConfig) as this =
     /// The configuration the decoder was built from.
     member _.Config = config
 
+    // Embeddings are read through the registered parameter: TorchSharp's `Embedding.weight` getter allocates a new
+    // native handle on every call, which outside a dispose scope lives until the finaliser runs.
     /// The token embedding matrix (V, D), also the output projection when embeddings are tied.
-    member _.TokenEmbedding: Tensor = embed_tokens.weight
+    member _.TokenEmbedding: Tensor = embed_tokens.get_parameter "weight"
 
     /// A cache with no tokens yet: cross K/V of every layer projected from the encoder output (B, S, D), empty self
     /// K/V (B, H, 0, head_dim). encoderMask (B, S), bool or 0/1, marks valid encoder positions (cross-attention
     /// ignores the others); each row needs at least one valid position.
     member _.StartCache(encoderHidden: Tensor, encoderMask: Tensor option) : DecoderCache =
-        let w = embed_tokens.weight
+        let w = embed_tokens.get_parameter "weight"
         let hidden, mask, b = DecoderSteps.encoderForCache d w encoderHidden encoderMask
         mask |> Option.iter (fun m ->
             use anyValid = m.any(1L)
@@ -151,7 +153,7 @@ type WhisperDecoder(config: WhisperConfig) as this =
     /// Self-attention masks padded keys; padded queries attend at least to themselves and produce finite values
     /// that valid tokens never see.
     override _.forward(tokens: Tensor, cache: DecoderCache, tokenMask: Tensor option) : DecoderOutput =
-        let w = embed_tokens.weight
+        let w = embed_tokens.get_parameter "weight"
         let tokens, b, t, past = DecoderSteps.stepTokens layers.Count maxPositions vocab w.device tokens cache
         let tokenMask = tokenMask |> Option.map (Masks.asBool "tokenMask" b t)
         let device = w.device
@@ -164,7 +166,7 @@ type WhisperDecoder(config: WhisperConfig) as this =
             else None
         let positions =
             match selfMask with
-            | None -> embed_positions.weight.narrow(0, past, t)
+            | None -> (embed_positions.get_parameter "weight").narrow(0, past, t)
             | Some(pastMask, newMask, _) ->
                 let before = pastMask.sum(1L, keepdim = true, ``type`` = torch.int64)
                 let pos = before + newMask.to_type(torch.int64).cumsum(1L) - 1L

@@ -44,7 +44,7 @@ type WhisperEncoder(config: WhisperConfig) as this =
         let mel = if mel.dtype = w.dtype then mel else mel.to_type w.dtype
         let x = torch.nn.functional.gelu (conv1.forward mel)
         let x = torch.nn.functional.gelu (conv2.forward x)
-        let mutable h = x.permute(0, 2, 1) + embed_positions.weight
+        let mutable h = x.permute(0, 2, 1) + embed_positions.get_parameter "weight"
         if config.Dropout > 0.0 && this.training then h <- torch.nn.functional.dropout (h, config.Dropout, true)
         for layer in layers do
             h <- layer.forward h
