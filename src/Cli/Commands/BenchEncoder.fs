@@ -191,16 +191,16 @@ let run (args: ParseResults<BenchEncoderArgs>) : int =
         BenchEncoderMagnet.report model description (args.TryGetResult Predictors) (args.TryGetResult Ratios)
             (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 1)) (args.GetResult(Repeats, defaultValue = 5)) quiet
     else
-    let c = model.Config
-    Output.progress quiet $"timing {args.GetResult(Repeats, defaultValue = 10)} forwards after {args.GetResult(Warmup, defaultValue = 2)} warm-ups"
-    let r = measure model description (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10))
-    printfn "encoder      %s: d_model %d, %d layers, %d heads, ffn %d, %d mel bins" r.Description c.DModel c.EncoderLayers c.EncoderAttentionHeads c.EncoderFfnDim c.NumMelBins
-    printfn "runtime      %s %s, %d threads, batch %d, %d repeats, inference mode" r.Device r.DType r.Threads r.Batch r.Repeats
-    printfn "forward      median %s (min %s, max %s)" (Output.ms r.MedianSeconds) (Output.ms r.MinSeconds) (Output.ms r.MaxSeconds)
-    printfn "per 30 s     %s, real-time factor %.4f (%.0f× real time)" (Output.ms r.SecondsPerWindow) r.RealTimeFactor (1.0 / r.RealTimeFactor)
-    printfn "throughput   %.1f GFLOP per 30 s (convs + projections + attention + FFN), %.1f GFLOP/s" r.GflopPerWindow r.GflopPerSecond
-    let ceiling = Output.matmulRate model.Device model.DType 2048L 5
-    printfn "ceiling      2048³ matmul in this run: %.1f GFLOP/s; the encoder reaches %.0f%% of it" ceiling (100.0 * r.GflopPerSecond / ceiling)
-    if args.Contains Pytorch then
-        comparePyTorch model hfFolder r (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10)) quiet
-    else 0
+        let c = model.Config
+        Output.progress quiet $"timing {args.GetResult(Repeats, defaultValue = 10)} forwards after {args.GetResult(Warmup, defaultValue = 2)} warm-ups"
+        let r = measure model description (args.GetResult(Batch, defaultValue = 1)) (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10))
+        printfn "encoder      %s: d_model %d, %d layers, %d heads, ffn %d, %d mel bins" r.Description c.DModel c.EncoderLayers c.EncoderAttentionHeads c.EncoderFfnDim c.NumMelBins
+        printfn "runtime      %s %s, %d threads, batch %d, %d repeats, inference mode" r.Device r.DType r.Threads r.Batch r.Repeats
+        printfn "forward      median %s (min %s, max %s)" (Output.ms r.MedianSeconds) (Output.ms r.MinSeconds) (Output.ms r.MaxSeconds)
+        printfn "per 30 s     %s, real-time factor %.4f (%.0f× real time)" (Output.ms r.SecondsPerWindow) r.RealTimeFactor (1.0 / r.RealTimeFactor)
+        printfn "throughput   %.1f GFLOP per 30 s (convs + projections + attention + FFN), %.1f GFLOP/s" r.GflopPerWindow r.GflopPerSecond
+        let ceiling = Output.matmulRate model.Device model.DType 2048L 5
+        printfn "ceiling      2048³ matmul in this run: %.1f GFLOP/s; the encoder reaches %.0f%% of it" ceiling (100.0 * r.GflopPerSecond / ceiling)
+        if args.Contains Pytorch then
+            comparePyTorch model hfFolder r (args.GetResult(Warmup, defaultValue = 2)) (args.GetResult(Repeats, defaultValue = 10)) quiet
+        else 0
