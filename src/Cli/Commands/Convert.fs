@@ -36,12 +36,11 @@ type ConvertArgs =
             | No_Check -> "skip reloading the saved folder and the greedy sanity decode."
             | Output _ -> "the MagnetWhisper folder to write (atomically)."
 
+/// The dtypes a checkpoint folder stores: float32, float16 or bfloat16.
 let private parseDtype (name: string) =
-    match name.Trim().ToLowerInvariant() with
-    | "float32" | "f32" -> torch.ScalarType.Float32
-    | "float16" | "f16" | "half" -> torch.ScalarType.Float16
-    | "bfloat16" | "bf16" -> torch.ScalarType.BFloat16
-    | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16 or bfloat16"
+    match Output.parseDtype name with
+    | d when d = torch.float64 -> invalidArg "dtype" $"unknown dtype '{name}': use float32, float16 or bfloat16"
+    | d -> d
 
 /// Parses LAYER:TYPE[:PRIOR[:POOLING]].
 let parsePredictor (spec: string) : PredictorSlot =
