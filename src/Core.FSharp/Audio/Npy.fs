@@ -56,10 +56,9 @@ let writeStream (stream: Stream) (t: Tensor) : unit =
         if not BitConverter.IsLittleEndian then raise (PlatformNotSupportedException "Npy.write needs a little-endian machine")
         stream.Write(ReadOnlySpan<byte>(c.bytes.ToArray()))
 
-/// Writes a tensor (float32, float64, int32, int64, uint8 or bool; any device) to a .npy file.
-let write (path: string) (t: Tensor) : unit =
-    use fs = new FileStream(path, FileMode.Create, FileAccess.Write)
-    writeStream fs t
+/// Writes a tensor (float32, float64, int32, int64, uint8 or bool; any device) to a .npy file, atomically: an
+/// existing file keeps its content if anything fails.
+let write (path: string) (t: Tensor) : unit = MagnetWhisper.Core.AtomicWrite.file path (fun fs -> writeStream fs t)
 
 /// Writes a float32 array with the given C-order shape to a .npy file; the shape's product must equal the length.
 let writeFloat32 (path: string) (shape: int64[]) (data: float32[]) : unit =

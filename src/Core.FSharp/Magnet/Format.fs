@@ -232,66 +232,21 @@ module MagnetJson =
 /// Saving and loading MagnetWhisper folders.
 [<RequireQualifiedAccess>]
 module MagnetFormat =
-    let private isStaleWeightFile (name: string) =
-        name = Checkpoint.ConfigFile || name = Checkpoint.GenerationFile || name = Checkpoint.WeightsFile || name = Checkpoint.IndexFile
-        || name = MagnetJson.FileName || name.StartsWith "pytorch_model" || name = "boundary_predictors.bin"
-        || name = "boundary_params.pt" || name = "additional_convs.bin"
-        || (name.StartsWith "model-" && name.EndsWith ".safetensors")
-
-    /// Writes files into a fresh folder and moves it into place atomically: a new folder is renamed into place; an
-    /// existing one is renamed aside, the new one renamed into place (the old one is renamed back if that fails),
-    /// files of the old folder that are not model files (e.g. a tokenizer) are moved into the new one, and the old
-    /// folder is deleted. A failure before the swap leaves the existing folder untouched. beforeCommit runs on the
-    /// complete staged folder just before the swap (for fault-injection tests; pass ignore).
-    let writeFolder (dir: string) (write: string -> unit) (beforeCommit: string -> unit) : unit =
-        let full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar)
-        if File.Exists full then raise (IOException $"cannot save to {full}: a file of that name exists")
-        let parent = Path.GetDirectoryName full
-        let name = Path.GetFileName full
-        Directory.CreateDirectory parent |> ignore
-        let token = Guid.NewGuid().ToString("N")
-        let staging = Path.Combine(parent, $".{name}.{token}.staging")
-        try
-            write staging
-            beforeCommit staging
-        with _ ->
-            if Directory.Exists staging then Directory.Delete(staging, true)
-            reraise ()
-        if not (Directory.Exists full) then Directory.Move(staging, full)
-        else
-            let backup = Path.Combine(parent, $".{name}.{token}.old")
-            Directory.Move(full, backup)
-            try
-                Directory.Move(staging, full)
-            with _ ->
-                Directory.Move(backup, full)
-                if Directory.Exists staging then Directory.Delete(staging, true)
-                reraise ()
-            try
-                for entry in Directory.GetFileSystemEntries backup do
-                    let entryName = Path.GetFileName entry
-                    let target = Path.Combine(full, entryName)
-                    if not (isStaleWeightFile entryName) && not (File.Exists target || Directory.Exists target) then
-                        if Directory.Exists entry then Directory.Move(entry, target) else File.Move(entry, target)
-                Directory.Delete(backup, true)
-            with e ->
-                raise (IOException($"the model was saved to {full}, but files of the previous folder could not be carried over; they remain in {backup}", e))
-
-    /// Saves a model with hooks (see `writeFolder`).
-    let saveWith (beforeCommit: string -> unit) (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit =
+    /// Saves a model atomically (AtomicWrite.folder) with the given options.
+    let saveWith (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit =
         let config = model.Config
         let dtype = options.DType |> Option.defaultValue model.DType
         let configJson = WhisperConfig.toJson (Checkpoint.TorchDtypeName dtype) config
         let generationJson = model.GenerationConfig |> Option.map GenerationConfig.toJson
         let magnetJson = MagnetJson.write config.EncoderLayers model.Options
-        writeFolder dir (fun staging ->
+        MagnetWhisper.Core.AtomicWrite.folder dir (Checkpoint.IsModelFile >> not) (fun staging ->
             use _ = torch.no_grad()
-            Checkpoint.Write(staging, configJson, generationJson, model.State, options)
-            File.WriteAllText(Path.Combine(staging, MagnetJson.FileName), magnetJson)) beforeCommit
+            Checkpoint.WriteFiles(staging, configJson, generationJson, model.State, options)
+            File.WriteAllText(Path.Combine(staging, MagnetJson.FileName), magnetJson))
 
     /// Saves a MagnetWhisper folder atomically: config.json, generation_config.json (when the model has one),
     /// model.safetensors (every parameter and buffer under its Hugging Face / original name) and magnet.json.
-    let save (dir: string) (model: MagnetWhisperModel) : unit = saveWith ignore SaveOptions.Default dir model
+    let save (dir: string) (model: MagnetWhisperModel) : unit = saveWith SaveOptions.Default dir model
 
     /// True when the folder has a magnet.json.
     let isMagnetFolder (dir: string) = File.Exists(Path.Combine(dir, MagnetJson.FileName))

@@ -122,82 +122,62 @@ and [<AbstractClass; Sealed>] Checkpoint =
         | torch.ScalarType.Float64 -> "float64"
         | _ -> "float32"
 
-    /// Writes a checkpoint folder: config.json (the given text), generation_config.json when given, and the
-    /// tensors as model.safetensors (metadata {"format": "pt"}) or as shards with an index. Everything is written
-    /// to a temporary sibling folder first; a new folder is then renamed into place, an existing one has each file
-    /// replaced by an atomic rename (weight files of the other layout are removed so they cannot shadow the new ones).
-    static member Write(dir: string, configJson: string, generationJson: string option, tensors: (string * torch.Tensor) seq, options: SaveOptions) =
-        let full = Path.GetFullPath dir
-        let parent = Path.GetDirectoryName(full.TrimEnd(Path.DirectorySeparatorChar))
-        Directory.CreateDirectory parent |> ignore
-        let tmp = Path.Combine(parent, $".{Path.GetFileName(full.TrimEnd(Path.DirectorySeparatorChar))}.{Guid.NewGuid():N}.tmp")
-        Directory.CreateDirectory tmp |> ignore
+    /// True for the files that make up a model folder's weights and configuration (ours, Hugging Face's and the
+    /// original project's): a save replaces all of them and never carries an old one over into the new folder.
+    static member IsModelFile(name: string) : bool =
+        name = Checkpoint.ConfigFile || name = Checkpoint.GenerationFile || name = Checkpoint.WeightsFile || name = Checkpoint.IndexFile
+        || name = "magnet.json" || name.StartsWith "pytorch_model" || name = "boundary_predictors.bin"
+        || name = "boundary_params.pt" || name = "additional_convs.bin"
+        || (name.StartsWith "model-" && name.EndsWith ".safetensors")
+
+    /// Writes the files of a checkpoint into an existing empty folder (no atomicity of its own: see Write):
+    /// config.json (the given text), generation_config.json when given, and the tensors as model.safetensors
+    /// (metadata {"format": "pt"}) or as shards with an index.
+    static member WriteFiles(dir: string, configJson: string, generationJson: string option, tensors: (string * torch.Tensor) seq, options: SaveOptions) =
         let metadata = Map [ "format", "pt" ]
         let stored (t: torch.Tensor) =
             match options.DType with
-            | Some d when t.is_floating_point() && t.dtype <> d -> t.to_type d, true
-            | _ -> t, false
-        try
-            File.WriteAllText(Path.Combine(tmp, Checkpoint.ConfigFile), configJson)
-            generationJson |> Option.iter (fun g -> File.WriteAllText(Path.Combine(tmp, Checkpoint.GenerationFile), g))
-            let tensors = Array.ofSeq tensors
-            use _ = torch.NewDisposeScope()
-            let converted = tensors |> Array.map (fun (n, t) -> n, fst (stored t))
-            let bytesOf (t: torch.Tensor) = t.numel() * t.element_size()
-            match options.MaxShardBytes with
-            | None -> SafeTensors.write (Path.Combine(tmp, Checkpoint.WeightsFile)) metadata converted
-            | Some limit ->
-                if limit <= 0L then invalidArg "options" "MaxShardBytes must be positive"
-                let shards = ResizeArray<ResizeArray<string * torch.Tensor>>()
-                let mutable size = 0L
-                for n, t in converted do
-                    let b = bytesOf t
-                    if shards.Count = 0 || (size + b > limit && shards.[shards.Count - 1].Count > 0) then
-                        shards.Add(ResizeArray())
-                        size <- 0L
-                    shards.[shards.Count - 1].Add((n, t))
-                    size <- size + b
-                let count = shards.Count
-                let weightMap = SortedDictionary<string, string>(StringComparer.Ordinal)
-                for i in 0 .. count - 1 do
-                    let file = $"model-{i + 1:D5}-of-{count:D5}.safetensors"
-                    SafeTensors.write (Path.Combine(tmp, file)) metadata shards.[i]
-                    for n, _ in shards.[i] do weightMap.[n] <- file
-                let total = converted |> Array.sumBy (snd >> bytesOf)
-                let index =
-                    Json.write (fun w ->
-                        w.WriteStartObject "metadata"
-                        w.WriteNumber("total_size", total)
-                        w.WriteEndObject()
-                        w.WriteStartObject "weight_map"
-                        for KeyValue(n, f) in weightMap do w.WriteString(n, f)
-                        w.WriteEndObject())
-                File.WriteAllText(Path.Combine(tmp, Checkpoint.IndexFile), index)
-            if not (Directory.Exists full) then Directory.Move(tmp, full)
-            else
-                // Weight files of the layout not written now would shadow or confuse the new ones.
-                let oldIndex = Path.Combine(full, Checkpoint.IndexFile)
-                let stale =
-                    [ if File.Exists oldIndex then
-                          yield oldIndex
-                          let shardFiles =
-                              try
-                                  use doc = JsonDocument.Parse(File.ReadAllText oldIndex)
-                                  match doc.RootElement.TryGetProperty "weight_map" with
-                                  | true, m when m.ValueKind = JsonValueKind.Object ->
-                                      [ for p in m.EnumerateObject() do
-                                            if p.Value.ValueKind = JsonValueKind.String then p.Value.GetString() ] |> List.distinct
-                                  | _ -> []
-                              with :? JsonException -> []
-                          for s in shardFiles do
-                              if Path.GetFileName s = s then yield Path.Combine(full, s)
-                      yield Path.Combine(full, Checkpoint.WeightsFile)
-                      if generationJson.IsNone then yield Path.Combine(full, Checkpoint.GenerationFile) ]
-                    |> List.filter (fun p -> File.Exists p && not (File.Exists(Path.Combine(tmp, Path.GetFileName p))))
-                for f in Directory.GetFiles tmp do
-                    File.Move(f, Path.Combine(full, Path.GetFileName f), true)
-                for s in stale do File.Delete s
-                Directory.Delete(tmp, true)
-        with _ ->
-            if Directory.Exists tmp then Directory.Delete(tmp, true)
-            reraise ()
+            | Some d when t.is_floating_point() && t.dtype <> d -> t.to_type d
+            | _ -> t
+        File.WriteAllText(Path.Combine(dir, Checkpoint.ConfigFile), configJson)
+        generationJson |> Option.iter (fun g -> File.WriteAllText(Path.Combine(dir, Checkpoint.GenerationFile), g))
+        let tensors = Array.ofSeq tensors
+        use _ = torch.NewDisposeScope()
+        let converted = tensors |> Array.map (fun (n, t) -> n, stored t)
+        let bytesOf (t: torch.Tensor) = t.numel() * t.element_size()
+        match options.MaxShardBytes with
+        | None -> SafeTensors.write (Path.Combine(dir, Checkpoint.WeightsFile)) metadata converted
+        | Some limit ->
+            if limit <= 0L then invalidArg "options" "MaxShardBytes must be positive"
+            let shards = ResizeArray<ResizeArray<string * torch.Tensor>>()
+            let mutable size = 0L
+            for n, t in converted do
+                let b = bytesOf t
+                if shards.Count = 0 || (size + b > limit && shards.[shards.Count - 1].Count > 0) then
+                    shards.Add(ResizeArray())
+                    size <- 0L
+                shards.[shards.Count - 1].Add((n, t))
+                size <- size + b
+            let count = shards.Count
+            let weightMap = SortedDictionary<string, string>(StringComparer.Ordinal)
+            for i in 0 .. count - 1 do
+                let file = $"model-{i + 1:D5}-of-{count:D5}.safetensors"
+                SafeTensors.write (Path.Combine(dir, file)) metadata shards.[i]
+                for n, _ in shards.[i] do weightMap.[n] <- file
+            let total = converted |> Array.sumBy (snd >> bytesOf)
+            let index =
+                Json.write (fun w ->
+                    w.WriteStartObject "metadata"
+                    w.WriteNumber("total_size", total)
+                    w.WriteEndObject()
+                    w.WriteStartObject "weight_map"
+                    for KeyValue(n, f) in weightMap do w.WriteString(n, f)
+                    w.WriteEndObject())
+            File.WriteAllText(Path.Combine(dir, Checkpoint.IndexFile), index)
+
+    /// Writes a checkpoint folder atomically (AtomicWrite.folder): the files of WriteFiles are staged in a sibling
+    /// folder, flushed and renamed into place; a failure leaves an existing folder as it was. Files of an existing
+    /// folder that are not model files (e.g. a tokenizer) are kept.
+    static member Write(dir: string, configJson: string, generationJson: string option, tensors: (string * torch.Tensor) seq, options: SaveOptions) =
+        MagnetWhisper.Core.AtomicWrite.folder dir (Checkpoint.IsModelFile >> not) (fun staging ->
+            Checkpoint.WriteFiles(staging, configJson, generationJson, tensors, options))

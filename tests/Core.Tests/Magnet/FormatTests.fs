@@ -141,9 +141,12 @@ let tests =
                 let dir = tmp.Sub "model"
                 MagnetFormat.save dir a
                 File.WriteAllText(Path.Combine(dir, "tokenizer.json"), "{}")
-                let injected = Expect.throwsC (fun () -> MagnetFormat.saveWith (fun staged -> (if File.Exists(Path.Combine(staged, "model.safetensors")) then failwith "injected failure")) SaveOptions.Default dir b) id
+                let injected =
+                    Expect.throwsC (fun () ->
+                        use _ = AtomicWrite.Faults.inject (fun staged -> if File.Exists(Path.Combine(staged, "model.safetensors")) then failwith "injected failure")
+                        MagnetFormat.save dir b) id
                 Expect.stringContains injected.Message "injected" "the failure propagates"
-                let e2 = Expect.throwsC (fun () -> MagnetFormat.saveWith ignore { SaveOptions.Default with MaxShardBytes = Some 0L } dir b) id
+                let e2 = Expect.throwsC (fun () -> MagnetFormat.saveWith { SaveOptions.Default with MaxShardBytes = Some 0L } dir b) id
                 Expect.stringContains e2.Message "MaxShardBytes" "a failure inside the weight writer"
                 Expect.isEmpty (leftovers tmp.Path) "no staging folders left"
                 let kept = MagnetFormat.load dir torch.CPU torch.float32
