@@ -230,7 +230,7 @@ namespace MagnetWhisper
         public void Eval() => Model.eval();
 
         /// <summary>Makes only the boundary predictors trainable; returns the names of the trainable parameters.</summary>
-        public IReadOnlyList<string> FreezeAllButPredictors() => Model.FreezeAllButPredictors().ToArray();
+        public IReadOnlyList<string> FreezeAllButPredictors() => Model.SetTrainable(new[] { Mg.ParameterGroup.Predictors }).ToArray();
 
         /// <summary>Runs the encoder in inference mode (deterministic thresholded boundaries).</summary>
         /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
@@ -275,7 +275,7 @@ namespace MagnetWhisper
         /// <param name="frameMask">(B, 3000) frame validity, or null.</param>
         /// <param name="maxTokens">At most this many new tokens per row.</param>
         public IReadOnlyList<int[]> GenerateTokens(Tensor mel, Tensor? frameMask = null, int maxTokens = 224) =>
-            Mg.Greedy.generate(Model, mel ?? throw new ArgumentNullException(nameof(mel)), Option(frameMask), Mg.Greedy.prompt(Model.Config), maxTokens);
+            Core.Decoding.Greedy.generate(Model, mel ?? throw new ArgumentNullException(nameof(mel)), Option(frameMask), Core.Decoding.Greedy.prompt(Model.Config), maxTokens);
 
         /// <summary>
         /// Transcribes the first 30 s of an audio file with greedy decoding (a minimal generator; beam search, timestamps and
@@ -283,7 +283,7 @@ namespace MagnetWhisper
         /// Whisper vocabulary.
         /// </summary>
         public string Generate(string audioPath, int maxTokens = 224) =>
-            Mg.Greedy.transcribeFile(Model, audioPath ?? throw new ArgumentNullException(nameof(audioPath)), maxTokens);
+            Core.Decoding.Greedy.transcribeFile(Model, audioPath ?? throw new ArgumentNullException(nameof(audioPath)), maxTokens);
 
         /// <summary>
         /// Transcribes an audio file through the compressed encoder with Whisper's full decoding (greedy or beam search,

@@ -224,7 +224,7 @@ namespace MagnetWhisper
         {
             ArgumentException.ThrowIfNullOrEmpty(path);
             ArgumentException.ThrowIfNullOrEmpty(device);
-            var loaded = WhisperSpeechModel.Load(path, Core.Device.parse(device));
+            var loaded = Core.Whisper.WhisperModel.FromPretrained(path, Core.Device.parse(device), TorchSharp.torch.float32);
             return new WhisperModel(loaded, loaded);
         }
 

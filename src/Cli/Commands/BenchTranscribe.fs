@@ -100,7 +100,7 @@ let run (args: ParseResults<BenchTranscribeArgs>) : int =
         | Some _, Some _ -> invalidArg "model" "give either --model DIR or --config SIZE, not both"
         | Some dir, None ->
             Output.progress quiet $"loading {dir}"
-            WhisperSpeechModel.Load(dir, device), dir
+            WhisperModel.FromPretrained(dir, device, torch.float32), dir
         | None, size ->
             let size = defaultArg size "tiny"
             Output.progress quiet $"building a random whisper-{size}"
@@ -108,7 +108,7 @@ let run (args: ParseResults<BenchTranscribeArgs>) : int =
             let m = WhisperModel.create (WhisperConfig.preset size)
             m.``to``(device) |> ignore
             m.eval()
-            new WhisperSpeechModel(m, true), $"whisper-{size} (random weights)"
+            m, $"whisper-{size} (random weights)"
     use model = model
     let samples, clip =
         match args.TryGetResult Audio with

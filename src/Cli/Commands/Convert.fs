@@ -107,7 +107,7 @@ let check (dir: string) (m: MagnetWhisperModel) =
     use b = loaded.Encode(mel, Some frameMask)
     let same = a.Hidden.shape = b.Hidden.shape && (use e = a.Hidden.eq(b.Hidden).all() in e.item<bool>())
     if not same then failwith "sanity check failed: the reloaded model's encoder output differs"
-    let tokens = Greedy.generate (loaded :> MagnetWhisper.Core.Decoding.ISpeechModel) mel (Some frameMask) (Greedy.prompt c) 5
+    let tokens = MagnetWhisper.Core.Decoding.Greedy.generate (loaded :> MagnetWhisper.Core.Decoding.ISpeechModel) mel (Some frameMask) (MagnetWhisper.Core.Decoding.Greedy.prompt c) 5
     printfn "check       reloaded: identical encoder output (%d positions); greedy tokens of silence: [%s]" b.Hidden.shape.[1] (String.Join(", ", tokens.[0]))
 
 let run (args: ParseResults<ConvertArgs>) : int =

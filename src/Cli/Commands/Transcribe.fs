@@ -12,6 +12,7 @@ open TorchSharp
 open MagnetWhisper.Core
 open MagnetWhisper.Core.Decoding
 open MagnetWhisper.Core.Text
+open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Cli
 
 type TranscribeArgs =
@@ -210,7 +211,7 @@ let run (args: ParseResults<TranscribeArgs>) : int =
         try
             if MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder modelDir then
                 Ok(MagnetWhisper.Core.Magnet.MagnetFormat.load modelDir device torch.float32 :> ISpeechModel)
-            else Ok(WhisperSpeechModel.Load(modelDir, device) :> ISpeechModel)
+            else Ok(WhisperModel.FromPretrained(modelDir, device, torch.float32) :> ISpeechModel)
         with
         | :? IOException
         | :? InvalidDataException

@@ -5,6 +5,7 @@ open System.Threading
 open TorchSharp
 open MagnetWhisper.Core.Audio
 open MagnetWhisper.Core.Text
+open MagnetWhisper.Core.Whisper
 
 /// Progress of a file being transcribed.
 type FileProgress =
@@ -102,8 +103,8 @@ type Transcriber(model: ISpeechModel) =
 [<RequireQualifiedAccess>]
 module Transcriber =
     /// Loads a Hugging Face Whisper folder onto a device ("auto", "cpu", "cuda", "cuda:N") as a speech model.
-    let loadWhisper (dir: string) (device: string) : WhisperSpeechModel =
-        WhisperSpeechModel.Load(dir, MagnetWhisper.Core.Device.parse device)
+    let loadWhisper (dir: string) (device: string) : WhisperModel =
+        WhisperModel.FromPretrained(dir, MagnetWhisper.Core.Device.parse device, torch.float32)
 
     /// Transcribes one 16 kHz mono audio with a model.
     let transcribe (model: ISpeechModel) (options: TranscribeOptions) (samples: float32[]) : Transcript =

@@ -11,6 +11,7 @@ open TorchSharp.Modules
 open MagnetWhisper.Core.Tensors
 open MagnetWhisper.Core.Segments
 open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Transformer
 
 /// What one encoder forward needs besides the weights.
 type EncoderInput =
@@ -117,13 +118,11 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
     inherit torch.nn.Module<EncoderInput, EncoderOutput>("MagnetWhisperEncoder")
     let options = MagnetOptions.validate config options
     let d = int64 config.DModel
-    let conv1 = torch.nn.Conv1d(int64 config.NumMelBins, d, 3L, padding = 1L)
-    let conv2 = torch.nn.Conv1d(d, d, 3L, stride = 2L, padding = 1L)
+    let stem = ConvStem(config)
     let embed_positions = torch.nn.Embedding(int64 config.MaxSourcePositions, d)
-    let layers =
-        torch.nn.ModuleList<MagnetEncoderLayer>(
-            [| for _ in 1 .. config.EncoderLayers -> new MagnetEncoderLayer(config, options.RopeTheta, options.Compatibility.EncoderSelfAttentionMask) |])
+    let layers = torch.nn.ModuleList<EncoderBlock>([| for _ in 1 .. config.EncoderLayers -> new EncoderBlock(config) |])
     let layer_norm = torch.nn.LayerNorm(d)
+    let maskKeys = options.Compatibility.EncoderSelfAttentionMask = QueriesAndKeys
     let slots = options.Predictors |> List.map (fun s -> s.Layer, s) |> dict
     let predictors = new PredictorSlots([ for s in options.Predictors -> s.Layer, Predictors.create s.Predictor config.DModel ])
     let additional =
@@ -135,8 +134,7 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
     let additional_convs = torch.nn.ModuleList<Conv1d>(additional)
 
     do
-        this.register_module("conv1", conv1)
-        this.register_module("conv2", conv2)
+        stem.RegisterOn this
         this.register_module("embed_positions", embed_positions)
         this.register_module("layers", layers)
         this.register_module("layer_norm", layer_norm)
@@ -161,23 +159,36 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
     /// Encoder positions after all convolutions (before any predictor).
     member _.InitialLength = options.Convs.OutputLength config.MaxSourcePositions
     /// 2 × the product of the extra strides: mel frames per initial encoder position.
-    member _.TotalStride = 2 * options.Convs.TotalStride
+    member _.TotalStride = ConvStem.Stride * options.Convs.TotalStride
+
+    /// Mel frames right of a frame that its encoder position depends on through the convolutions: each convolution of
+    /// kernel k looks ⌊k/2⌋ of its inputs ahead, and an input of a later convolution spans the strides before it.
+    member _.Lookahead =
+        options.Convs.Layers
+        |> List.fold (fun (ahead, stride) l -> ahead + (l.Kernel / 2) * stride, stride * l.Stride) (ConvStem.Lookahead, ConvStem.Stride)
+        |> fst
+
+    /// The mel frames to give the encoder for a batch whose longest utterance has validFrames real frames: enough for
+    /// every valid position to see exactly what it sees in a 30 s window (validFrames plus the convolutions'
+    /// lookahead), rounded up to a multiple of TotalStride, at most 2·max_source_positions.
+    member this.FramesFor(validFrames: int) : int =
+        let stride = this.TotalStride
+        let needed = max 1 (validFrames + this.Lookahead)
+        min config.InputFrames (((needed + stride - 1) / stride) * stride)
 
     /// Runs the encoder (SPEC §6.3): convolutions, frame-mask pooling, per layer the optional predictor then the
     /// layer, final LayerNorm.
     override this.forward(input: EncoderInput) : EncoderOutput =
-        let mel = input.Mel
-        requireRank "mel" 3 mel
-        let frames = int64 config.InputFrames
-        if mel.shape.[1] <> int64 config.NumMelBins then
-            invalidArg "mel" $"mel must have {config.NumMelBins} mel bins (num_mel_bins) in dimension 1, but has shape {showShape mel.shape}"
-        if mel.shape.[2] <> frames then
-            invalidArg "mel" $"the encoder takes exactly {frames} mel frames (2 × max_source_positions), but mel has shape {showShape mel.shape}: pad or trim the features to 30 s"
-        let w = conv1.weight
-        if not (Devices.same mel.device w.device) then invalidArg "mel" $"mel is on {mel.device} but the encoder is on {w.device}"
+        let mel = stem.Prepare input.Mel
+        // Without absolute positions any length works; multiples of the total stride keep every frame in a whole
+        // group, so a cut batch gives its valid positions exactly the values of the 30 s window (see FramesFor).
+        let frames = mel.shape.[2]
+        let stride = int64 this.TotalStride
+        if frames <> int64 config.InputFrames && (frames > int64 config.InputFrames || frames < stride || frames % stride <> 0L) then
+            invalidArg "mel" $"the encoder takes {config.InputFrames} mel frames (2 × max_source_positions) or fewer in a multiple of the total convolution stride {stride}, but mel has shape {showShape mel.shape}"
+        let w = stem.Weight
         let b = mel.shape.[0]
-        let mel = if mel.dtype = w.dtype then mel else mel.to_type w.dtype
-        let mutable x = torch.nn.functional.gelu (conv2.forward (torch.nn.functional.gelu (conv1.forward mel)))
+        let mutable x = stem.Apply mel
         for c in additional do
             x <- torch.nn.functional.gelu (c.forward x)
         let mutable h = LayerOps.dropout this config.Dropout (x.permute(0, 2, 1))
@@ -199,6 +210,8 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
             requireRank "targets" 2 t
             if t.shape.[1] <> b then
                 invalidArg "targets" $"the target matrix must have shape (rows, {b}) (one row per count-trained predictor), but has shape {showShape t.shape}")
+        let rotationOf (h: Tensor) = Rotation.Range(options.RopeTheta, int64 config.EncoderHeadDim, computeType h, h.device, h.shape.[1])
+        let mutable context = { Rotation = Some(rotationOf h); Mask = AttentionMask.selfAttention mask maskKeys }
         let mutable nextRow = 0
         let results = ResizeArray<EncoderPredictorLayer>()
         let lengths = Array.zeroCreate config.EncoderLayers
@@ -248,9 +261,10 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
                       KeptFraction = kept }
                 h <- out.Pooled
                 mask <- Some out.Mask
+                context <- { Rotation = Some(rotationOf h); Mask = AttentionMask.selfAttention mask maskKeys }
             | None -> ()
             lengths.[i] <- h.shape.[1]
-            h <- layers.[i].forward(h, mask)
+            h <- layers.[i].forward(h, context)
         let hidden = layer_norm.forward h
         let device = hidden.device
         let lossType = torch.float32

@@ -10,6 +10,7 @@ open System.IO
 open TorchSharp
 open MagnetWhisper.Core.Tensors
 open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Transformer
 open MagnetWhisper.Core.Decoding
 
 /// What a training or evaluation forward pass needs.
@@ -77,57 +78,48 @@ type ForwardResult =
             for t in r.Tensors do
                 t.Dispose()
 
-/// Encoder + decoder, registered as `model` (HF `WhisperModel` layout).
-type MagnetEncoderDecoder(config: WhisperConfig, options: MagnetOptions) as this =
-    inherit torch.nn.Module("MagnetWhisperModel")
-    let encoder = new MagnetEncoder(config, options)
-    let decoder = new MagnetDecoder(config, options.RopeTheta)
-
-    do
-        this.register_module("encoder", encoder)
-        this.register_module("decoder", decoder)
-
-    /// Components are registered explicitly.
-    override _.RegisterComponents() = ()
-
-    /// The encoder.
-    member _.Encoder = encoder
-    /// The decoder.
-    member _.Decoder = decoder
+/// Named groups of parameters a trainer chooses from (SetTrainable).
+type ParameterGroup =
+    /// Every boundary predictor (`model.encoder.boundary_predictors.*`).
+    | Predictors
+    /// The extra convolutions (`model.encoder.additional_convs.*`).
+    | ExtraConvolutions
+    /// The convolution stem and the encoder layers before the first predictor.
+    | EncoderBeforeFirstPredictor
+    /// The encoder layers from the first predictor on and the encoder's final LayerNorm (all layers and the LayerNorm
+    /// when there is no predictor).
+    | EncoderAfterFirstPredictor
+    /// The text decoder and the output projection.
+    | Decoder
+    /// Every parameter.
+    | AllParameters
 
 /// MagnetWhisper for speech recognition. Parameter names are the Hugging Face Whisper keys (`model.encoder.*`,
 /// `model.decoder.*`, `proj_out.weight` only when untied) plus `model.encoder.boundary_predictors.{layer}.*` and
 /// `model.encoder.additional_convs.{i}.*`, as in the original's state dict. Public methods run in their own dispose
 /// scope: only their results reach the caller's scope. Forward passes keep no state (DECISIONS #8).
-type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationConfig option, options: MagnetOptions) as this =
-    inherit torch.nn.Module<Tensor, Tensor, Tensor>("MagnetWhisper")
-    let config = WhisperConfig.validate config
-    let options = MagnetOptions.validate config options
-    let model = new MagnetEncoderDecoder(config, options)
-    let proj_out =
-        if config.TieWordEmbeddings then None
-        else Some(torch.nn.Linear(int64 config.DModel, int64 config.VocabSize, hasBias = false))
-
-    do
-        this.register_module("model", model)
-        proj_out |> Option.iter (fun p -> this.register_module("proj_out", p))
+type MagnetWhisperModel private (generation: GenerationConfig option, encoder: MagnetEncoder) as this =
+    inherit SpeechTransformerModel<MagnetEncoder>("MagnetWhisper", encoder.Config, generation, encoder, Rotary encoder.Options.RopeTheta)
+    let config = encoder.Config
+    let options = encoder.Options
+    let model = this.Model
 
     static let isPredictorOrExtra (name: string) =
         name.Contains ".boundary_predictors." || name.Contains ".additional_convs."
 
-    /// Runs f in inference mode: evaluation mode (no dropout, BatchNorm running statistics) and no gradients; the
-    /// training flag is restored afterwards.
-    let inference (f: unit -> 'T) : 'T =
-        let wasTraining = this.training
-        if wasTraining then this.eval()
-        try
-            use _ = torch.no_grad()
-            f ()
-        finally
-            if wasTraining then this.train()
+    let inference (f: unit -> 'T) : 'T = Inference.run this f
 
-    /// Components are registered explicitly.
-    override _.RegisterComponents() = ()
+    // The encoder layer index of a parameter name under model.encoder.layers, if any.
+    static let encoderLayerOf (name: string) =
+        let prefix = "model.encoder.layers."
+        if name.StartsWith prefix then
+            let rest = name.Substring prefix.Length
+            Some(int (rest.Substring(0, rest.IndexOf '.')))
+        else None
+
+    // The encoder validates the configuration and the options.
+    private new(config: WhisperConfig, generation: GenerationConfig option, options: MagnetOptions) =
+        new MagnetWhisperModel(generation, new MagnetEncoder(WhisperConfig.validate config, options))
 
     /// A randomly initialised model (float32, CPU): Whisper's parameters as Hugging Face's `_init_weights`, the
     /// predictors and extra convolutions with their own initialisation.
@@ -140,50 +132,55 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
         new MagnetWhisperModel(config, generation, options)
         then if initialise then m.InitialiseWhisperWeights()
 
-    /// The Whisper configuration.
-    member _.Config = config
-    /// generation_config.json of the source checkpoint, when it had one.
-    member _.GenerationConfig = generation
     /// The predictors, extra convolutions and compatibility options.
     member _.Options = options
-    /// `model` (encoder + decoder).
-    member _.Model = model
-    /// The encoder.
-    member _.Encoder = model.Encoder
-    /// The decoder.
-    member _.Decoder = model.Decoder
-    /// The parameters' device.
-    member _.Device = model.Decoder.TokenEmbedding.device
-    /// The parameters' dtype.
-    member _.DType = model.Decoder.TokenEmbedding.dtype
 
     /// Re-draws Whisper's parameters as Hugging Face's `_init_weights` (normal(0, init_std) weights, zero biases,
     /// unit LayerNorms, sinusoidal encoder positions); predictors and extra convolutions are left alone.
     member this.InitialiseWhisperWeights() =
         WhisperInit.huggingFace config (this.named_parameters()) (isPredictorOrExtra >> not)
 
-    /// Every tensor of the state (parameters, then buffers such as BP3's BatchNorm statistics) by name.
-    member this.State: (string * Tensor) list =
-        let seen = HashSet<string>()
-        [ for struct (n, p) in this.named_parameters() do
-              if seen.Add n then n, (p :> Tensor)
-          for struct (n, b) in this.named_buffers() do
-              if seen.Add n then n, b ]
+    /// True when the parameter of that name belongs to the group. The unused absolute position tables
+    /// (`embed_positions`, kept for the checkpoint layout) belong to no group.
+    member _.InGroup(group: ParameterGroup, name: string) : bool =
+        let firstPredictor = options.Predictors |> List.tryHead |> Option.map (fun s -> s.Layer)
+        let isEncoder = name.StartsWith "model.encoder."
+        let isPredictor = name.Contains ".boundary_predictors."
+        let isExtra = name.Contains ".additional_convs."
+        if name.EndsWith "embed_positions.weight" then false
+        else
+            match group with
+            | AllParameters -> true
+            | Predictors -> isPredictor
+            | ExtraConvolutions -> isExtra
+            | Decoder -> name.StartsWith "model.decoder." || name.StartsWith "proj_out."
+            | EncoderBeforeFirstPredictor ->
+                isEncoder && not isPredictor && not isExtra
+                && (match encoderLayerOf name, firstPredictor with
+                    | Some layer, Some first -> layer < first
+                    | Some _, None -> false
+                    | None, _ -> name.StartsWith "model.encoder.conv1." || name.StartsWith "model.encoder.conv2.")
+            | EncoderAfterFirstPredictor ->
+                isEncoder && not isPredictor && not isExtra
+                && (match encoderLayerOf name, firstPredictor with
+                    | Some layer, Some first -> layer >= first
+                    | Some _, None -> true
+                    | None, _ -> name.StartsWith "model.encoder.layer_norm.")
 
-    /// Sets requires_grad false on every parameter outside the boundary predictors (SPEC §6.10, GRPO's
-    /// `freeze_non_boundary`) and returns the names of the parameters left trainable.
-    member this.FreezeAllButPredictors() : string list =
+    /// Makes exactly the parameters of the given groups trainable (requires_grad) and freezes every other one;
+    /// returns the names of the trainable parameters. E.g. [Predictors; ExtraConvolutions] trains the new parts of a
+    /// converted model (fresh extra convolutions must train with the predictors, or they stay random).
+    member this.SetTrainable(groups: ParameterGroup seq) : string list =
+        let groups = List.ofSeq groups
         [ for struct (n, p) in this.named_parameters() do
-              if n.Contains ".boundary_predictors." then
-                  p.requires_grad <- true
-                  n
-              else p.requires_grad <- false ]
+              let trainable = groups |> List.exists (fun g -> this.InGroup(g, n))
+              p.requires_grad <- trainable
+              if trainable then n ]
 
-    /// Decoder hidden states (B, T, D) → logits (B, T, V).
-    member _.Logits(hidden: Tensor) : Tensor =
-        match proj_out with
-        | Some p -> p.forward hidden
-        | None -> torch.nn.functional.linear (hidden, model.Decoder.TokenEmbedding)
+    /// The parameters that currently require gradients, by name (what an optimizer should update).
+    member this.TrainableParameters: (string * Modules.Parameter) list =
+        [ for struct (n, p) in this.named_parameters() do
+              if p.requires_grad then n, p ]
 
     /// Runs the encoder (SPEC §6.3) and returns its output with the boundary statistics.
     member _.Encode(input: EncoderInput) : EncoderOutput =
@@ -196,37 +193,23 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
     member this.Encode(mel: Tensor, frameMask: Tensor option) : EncoderOutput =
         inference (fun () -> this.Encode(EncoderInput.Inference(mel, frameMask)))
 
-    /// A decoder cache holding the cross K/V of encoder output (B, S, D) and its mask (B, S).
-    member _.StartCache(encoderHidden: Tensor, encoderMask: Tensor option) : DecoderCache =
-        use scope = torch.NewDisposeScope()
-        let c = model.Decoder.StartCache(encoderHidden, encoderMask)
-        keep scope c.Tensors
-        c
+    /// True when cutting a batch's features to its longest utterance (EncoderInput.CutToLongest) leaves every valid
+    /// output unchanged: the encoder masks padded keys (DECISIONS #2) and every predictor is batch-independent
+    /// (DECISIONS #1). The original's options make outputs depend on the amount of padding.
+    member _.CutsPadding: bool =
+        options.Compatibility.EncoderSelfAttentionMask = QueriesAndKeys
+        && options.Predictors |> List.forall (fun s -> s.Predictor.Batching = BatchIndependent)
 
-    /// One decoding step: new tokens (B, T), the encoder output (B, S, D) and mask (B, S) (used only when cache is
-    /// None), the cache, a mask of real tokens (B, T) → logits (B, T, V) and the extended cache.
-    member this.Decode(tokens: Tensor, encoderHidden: Tensor, encoderMask: Tensor option, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
-        use scope = torch.NewDisposeScope()
-        let device = this.Device
-        let cache =
-            match cache with
-            | Some c -> c
-            | None ->
-                if isNull encoderHidden then nullArg "encoderHidden"
-                model.Decoder.StartCache(encoderHidden.``to``(device), encoderMask |> Option.map (fun m -> m.``to``(device)))
-        let out = model.Decoder.call(tokens.``to``(device), cache, tokenMask |> Option.map (fun m -> m.``to``(device)))
-        let logits = this.Logits out.Hidden
-        keep scope (logits :: out.Cache.Tensors)
-        { Logits = logits; Cache = out.Cache }
-
-    /// HF `shift_tokens_right`: decoder_start_token_id, then labels (B, T) shifted right, −100 → pad_token_id.
-    member _.DecoderInputs(labels: Tensor) : Tensor =
-        requireRank "labels" 2 labels
-        scoped (fun () ->
-            let b = labels.shape.[0]
-            let start = torch.full([| b; 1L |], (int64 config.DecoderStartTokenId).ToScalar(), dtype = torch.int64, device = labels.device)
-            let shifted = torch.cat([| start; labels.to_type(torch.int64).narrow(1, 0L, labels.shape.[1] - 1L) |], 1L)
-            shifted.masked_fill(shifted.eq(torch.tensor(-100L, device = labels.device)), (int64 config.PadTokenId).ToScalar()))
+    /// Features (B, n_mels, F) and frame mask (B, F) cut to the frames the batch's longest utterance needs
+    /// (MagnetEncoder.FramesFor), when CutsPadding; unchanged otherwise.
+    member this.CutToLongest(mel: Tensor, frameMask: Tensor option) : Tensor * Tensor option =
+        match frameMask with
+        | Some m when this.CutsPadding ->
+            use valid = m.ne((0).ToScalar()).sum(1L).max()
+            let frames = int64 (model.Encoder.FramesFor(int (valid.item<int64>())))
+            if frames >= mel.shape.[2] then mel, frameMask
+            else mel.narrow(2L, 0L, frames), Some(m.narrow(1L, 0L, frames))
+        | _ -> mel, frameMask
 
     /// Forward pass with labels (SPEC §6.7): encoder (with predictors), decoder with causal RoPE self-attention and
     /// cross-attention masked by the shortened encoder mask, logits; loss = token-mean CE (−100 ignored) + Σ
@@ -251,13 +234,8 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
         let crossMask = if input.FrameMask.IsNone && enc.Layers.IsEmpty then None else Some enc.Mask
         let out = model.Decoder.call(tokens, model.Decoder.StartCache(enc.Hidden, crossMask), input.TokenMask |> Option.map (fun m -> m.``to``(this.Device)))
         let logits = this.Logits out.Hidden
-        let b, t, v = logits.shape.[0], logits.shape.[1], logits.shape.[2]
-        let perToken =
-            torch.nn.functional.cross_entropy(
-                logits.reshape(-1L, v).to_type torch.float32,
-                labels.reshape(-1L),
-                ignore_index = -100L,
-                reduction = torch.nn.Reduction.None).reshape(b, t)
+        let t = logits.shape.[1]
+        let perToken = SpeechTransformer.tokenCrossEntropy logits labels
         let countedF = counted.to_type torch.float32
         let ce = perToken.sum() / countedF.sum()
         let rowSums = perToken.sum(1L)
@@ -322,14 +300,16 @@ type MagnetWhisperModel private (config: WhisperConfig, generation: GenerationCo
     /// the decoding strategies.
     interface ISpeechModel with
         member _.Config = config
-        member _.Generation = generation
+        member this.Generation = this.GenerationConfig
         member this.Device = this.Device
 
         member this.Encode(mel: Tensor, frameMask: Tensor option) : EncodedAudio =
             inference (fun () ->
                 use scope = torch.NewDisposeScope()
                 let device = this.Device
-                let enc = model.Encoder.forward (EncoderInput.Inference(mel.``to``(device), frameMask |> Option.map (fun m -> m.``to``(device))))
+                // Short audio runs only the frames it needs (the valid outputs are those of the 30 s window).
+                let mel, frameMask = this.CutToLongest(mel.``to``(device), frameMask |> Option.map (fun m -> m.``to``(device)))
+                let enc = model.Encoder.forward (EncoderInput.Inference(mel, frameMask))
                 let mask = if frameMask.IsNone && enc.Layers.IsEmpty then None else Some enc.Mask
                 keep scope (enc.Hidden :: Option.toList mask)
                 { Hidden = enc.Hidden; Mask = mask })

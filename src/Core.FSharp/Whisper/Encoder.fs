@@ -1,53 +1,64 @@
 namespace MagnetWhisper.Core.Whisper
 
+open System
 open TorchSharp
 open TorchSharp.Modules
 open MagnetWhisper.Core.Tensors
+open MagnetWhisper.Core.Transformer
 
-/// Whisper's audio encoder (HF `WhisperEncoder`): conv1 (k3, p1) + GELU, conv2 (k3, stride 2, p1) + GELU,
-/// + `embed_positions.weight` (the fixed sinusoids stored in the checkpoint), pre-LN blocks, final `layer_norm`.
+/// Whisper's fixed sinusoidal table of the encoder positions (openai/whisper `sinusoids`).
+[<RequireQualifiedAccess>]
+module Sinusoids =
+    /// `sinusoids(length, channels, max_timescale = 10000)`: row p is [sin(p·ω_0) … sin(p·ω_{c/2−1}) | cos(p·ω_0) …
+    /// cos(p·ω_{c/2−1})] with ω_i = exp(−i·ln(10000)/(c/2 − 1)). Computed in float64, returned as float32
+    /// (length, channels) on the CPU. channels must be even and at least 4.
+    let create (length: int64) (channels: int64) : Tensor =
+        if channels % 2L <> 0L || channels < 4L then invalidArg "channels" $"channels must be even and at least 4, got {channels}"
+        if length < 0L then invalidArg "length" $"length must be non-negative, got {length}"
+        scoped (fun () ->
+            let half = channels / 2L
+            let increment = Math.Log 10000.0 / float (half - 1L)
+            let inv = (torch.arange(half, dtype = torch.float64) * -increment).exp()
+            let scaled = torch.arange(length, dtype = torch.float64).unsqueeze(1) * inv.unsqueeze(0)
+            torch.cat([| scaled.sin(); scaled.cos() |], 1L).to_type(torch.float32))
+
+/// Whisper's audio encoder (HF `WhisperEncoder`): the conv stem, + `embed_positions.weight` (the fixed sinusoids
+/// stored in the checkpoint), the shared pre-LN blocks without masks or rotary positions, final `layer_norm`.
 /// Parameter names: conv1, conv2, embed_positions.weight, layers.N.*, layer_norm.
 type WhisperEncoder(config: WhisperConfig) as this =
     inherit torch.nn.Module<Tensor, Tensor>("WhisperEncoder")
     let d = int64 config.DModel
-    let conv1 = torch.nn.Conv1d(int64 config.NumMelBins, d, 3L, padding = 1L)
-    let conv2 = torch.nn.Conv1d(d, d, 3L, stride = 2L, padding = 1L)
+    let stem = ConvStem(config)
     let embed_positions = torch.nn.Embedding(int64 config.MaxSourcePositions, d)
-    let layers = torch.nn.ModuleList<WhisperEncoderLayer>([| for _ in 1 .. config.EncoderLayers -> new WhisperEncoderLayer(config) |])
+    let layers = torch.nn.ModuleList<EncoderBlock>([| for _ in 1 .. config.EncoderLayers -> new EncoderBlock(config) |])
     let layer_norm = torch.nn.LayerNorm(d)
 
     do
-        this.register_module("conv1", conv1)
-        this.register_module("conv2", conv2)
+        stem.RegisterOn this
         this.register_module("embed_positions", embed_positions)
         this.register_module("layers", layers)
         this.register_module("layer_norm", layer_norm)
         // Fixed sinusoids, as in Hugging Face (requires_grad false).
-        embed_positions.weight.requires_grad <- false
+        (embed_positions.get_parameter "weight").requires_grad <- false
+
+    /// Components are registered explicitly under the Hugging Face names.
+    override _.RegisterComponents() = ()
 
     /// The configuration the encoder was built from.
     member _.Config = config
 
     /// Log-mel features (B, n_mels, 2·max_source_positions) → hidden states (B, max_source_positions, D).
     /// The features are converted to the parameters' dtype; they must be on the parameters' device. Whisper's
-    /// encoder sees exactly 2·max_source_positions frames (3000 = 30 s): other lengths raise an ArgumentException.
+    /// encoder sees exactly 2·max_source_positions frames (3000 = 30 s): its absolute positions fix the length, and
+    /// other lengths raise an ArgumentException.
     override this.forward(mel: Tensor) : Tensor =
-        requireRank "mel" 3 mel
+        let mel = stem.Prepare mel
         let frames = int64 config.InputFrames
-        if mel.shape.[1] <> int64 config.NumMelBins then
-            invalidArg "mel" $"mel must have {config.NumMelBins} mel bins (num_mel_bins) in dimension 1, but has shape {showShape mel.shape}"
         if mel.shape.[2] <> frames then
             invalidArg "mel" $"Whisper's encoder takes exactly {frames} mel frames (2 × max_source_positions = 2 × {config.MaxSourcePositions}), but mel has shape {showShape mel.shape}: pad or trim the features to 30 s"
-        let w = conv1.weight
-        if not (Devices.same mel.device w.device) then
-            invalidArg "mel" $"mel is on {mel.device} but the encoder is on {w.device}"
-        let mel = if mel.dtype = w.dtype then mel else mel.to_type w.dtype
-        let x = torch.nn.functional.gelu (conv1.forward mel)
-        let x = torch.nn.functional.gelu (conv2.forward x)
-        let mutable h = x.permute(0, 2, 1) + embed_positions.get_parameter "weight"
-        if config.Dropout > 0.0 && this.training then h <- torch.nn.functional.dropout (h, config.Dropout, true)
+        let mutable h = LayerOps.dropout this config.Dropout ((stem.Apply mel).permute(0, 2, 1) + embed_positions.get_parameter "weight")
         for layer in layers do
-            h <- layer.forward h
+            h <- layer.forward(h, EncoderContext.Plain)
         layer_norm.forward h
 
 /// The arithmetic of one encoder forward, for throughput figures.

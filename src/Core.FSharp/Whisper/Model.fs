@@ -5,13 +5,8 @@ open System.Collections.Generic
 open System.IO
 open TorchSharp
 open MagnetWhisper.Core.Tensors
-
-/// The result of one decode step.
-type DecodeResult =
-    { /// Next-token logits of the new tokens (B, T, V).
-      Logits: Tensor
-      /// The cache extended by the new tokens; pass it to the next step.
-      Cache: DecoderCache }
+open MagnetWhisper.Core.Transformer
+open MagnetWhisper.Core.Decoding
 
 /// What a weight load found, by checkpoint (Hugging Face) name.
 type LoadReport =
@@ -95,43 +90,14 @@ module WhisperInit =
                         use row = p.select(0, int64 config.PadTokenId)
                         row.zero_() |> ignore
 
-/// Encoder + decoder (HF `WhisperModel`, registered as `model`).
-type WhisperEncoderDecoder(config: WhisperConfig) as this =
-    inherit torch.nn.Module<Tensor, Tensor, Tensor>("WhisperEncoderDecoder")
-    let encoder = new WhisperEncoder(config)
-    let decoder = new WhisperDecoder(config)
-
-    do
-        this.register_module("encoder", encoder)
-        this.register_module("decoder", decoder)
-
-    /// The audio encoder.
-    member _.Encoder = encoder
-    /// The text decoder.
-    member _.Decoder = decoder
-
-    /// mel (B, n_mels, 2·S) and tokens (B, T) → decoder hidden states (B, T, D), no cache.
-    override _.forward(mel: Tensor, tokens: Tensor) : Tensor =
-        let hidden = encoder.forward mel
-        (decoder.call(tokens, decoder.StartCache(hidden, None), None)).Hidden
-
 /// Whisper for speech recognition (HF `WhisperForConditionalGeneration`): `model.encoder`, `model.decoder`, and the
 /// output projection — `model.decoder.embed_tokens.weight` when `tie_word_embeddings` (no `proj_out` parameter),
 /// else a separate `proj_out.weight`. Parameter names equal the Hugging Face checkpoint keys.
 /// `new WhisperModel(config)` initialises randomly as Hugging Face does (normal(0, init_std) weights, zero biases,
 /// unit LayerNorms, sinusoidal encoder positions); `WhisperModel.FromPretrained` loads a checkpoint folder.
 /// Public methods run in their own dispose scope: only their results reach the caller's scope.
-type WhisperModel private (config: WhisperConfig, generation: GenerationConfig option) as this =
-    inherit torch.nn.Module<Tensor, Tensor, Tensor>("WhisperForConditionalGeneration")
-    let config = WhisperConfig.validate config
-    let model = new WhisperEncoderDecoder(config)
-    let proj_out =
-        if config.TieWordEmbeddings then None
-        else Some(torch.nn.Linear(int64 config.DModel, int64 config.VocabSize, hasBias = false))
-
-    do
-        this.register_module("model", model)
-        proj_out |> Option.iter (fun p -> this.register_module("proj_out", p))
+type WhisperModel private (config: WhisperConfig, generation: GenerationConfig option) =
+    inherit SpeechTransformerModel<WhisperEncoder>("WhisperForConditionalGeneration", WhisperConfig.validate config, generation, new WhisperEncoder(WhisperConfig.validate config), Absolute)
 
     /// A randomly initialised model of the given configuration (float32, CPU).
     new(config: WhisperConfig) as m =
@@ -143,74 +109,24 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         new WhisperModel(config, Some generation)
         then m.InitialiseWeights()
 
-    /// The model configuration.
-    member _.Config = config
-    /// generation_config.json of the checkpoint, when it had one.
-    member _.GenerationConfig = generation
-    /// `model` (encoder + decoder).
-    member _.Model = model
-    /// The audio encoder.
-    member _.Encoder = model.Encoder
-    /// The text decoder.
-    member _.Decoder = model.Decoder
-    /// The parameters' device.
-    member _.Device = model.Decoder.TokenEmbedding.device
-    /// The parameters' dtype.
-    member _.DType = model.Decoder.TokenEmbedding.dtype
-
     /// Re-draws every parameter as Hugging Face's `_init_weights` does: weights normal(0, init_std), biases 0,
     /// LayerNorms 1/0, the pad token's embedding row 0, encoder positions = sinusoids(S, D).
-    member this.InitialiseWeights() = WhisperInit.huggingFace config (this.named_parameters()) (fun _ -> true)
-
-    /// Output projection of decoder hidden states (B, T, D) → logits (B, T, V): hidden · embed_tokensᵀ when tied,
-    /// else proj_out.
-    member _.Logits(hidden: Tensor) : Tensor =
-        match proj_out with
-        | Some p -> p.forward hidden
-        | None -> torch.nn.functional.linear (hidden, model.Decoder.TokenEmbedding)
+    member this.InitialiseWeights() = WhisperInit.huggingFace this.Config (this.named_parameters()) (fun _ -> true)
 
     /// Log-mel features (B, n_mels, 2·max_source_positions) → encoder hidden states (B, max_source_positions, D).
     /// Raises ArgumentException when the frame count is not 2·max_source_positions (3000).
-    member _.Encode(mel: Tensor) : Tensor =
+    member this.Encode(mel: Tensor) : Tensor =
         use scope = torch.NewDisposeScope()
-        let h = model.Encoder.forward mel
+        let h = this.Encoder.forward mel
         keep scope [ h ]
         h
-
-    /// A cache holding the cross K/V of encoder output (B, S, D) and no tokens; encoderMask (B, S) optional.
-    member _.StartCache(encoderHidden: Tensor, encoderMask: Tensor option) : DecoderCache =
-        use scope = torch.NewDisposeScope()
-        let c = model.Decoder.StartCache(encoderHidden, encoderMask)
-        keep scope c.Tensors
-        c
-
-    /// One decoding step: new tokens (B, T), the encoder output (B, S, D) (used only when cache is None: the cross
-    /// K/V are then computed from it), the cache of earlier steps → logits (B, T, V) and the extended cache.
-    /// tokenMask (B, T) marks real tokens (false = padding); encoderMask (B, S) marks valid encoder positions and is
-    /// used only when the cache is created. Logits at padded tokens are meaningless.
-    member _.Decode(tokens: Tensor, encoderHidden: Tensor, cache: DecoderCache option, tokenMask: Tensor option, encoderMask: Tensor option) : DecodeResult =
-        use scope = torch.NewDisposeScope()
-        let cache =
-            match cache with
-            | Some c -> c
-            | None ->
-                if isNull encoderHidden then nullArg "encoderHidden"
-                model.Decoder.StartCache(encoderHidden, encoderMask)
-        let out = model.Decoder.call(tokens, cache, tokenMask)
-        let logits = this.Logits out.Hidden
-        keep scope (logits :: out.Cache.Tensors)
-        { Logits = logits; Cache = out.Cache }
-
-    /// One decoding step without padding masks (see the full overload).
-    member this.Decode(tokens: Tensor, encoderHidden: Tensor, cache: DecoderCache option) : DecodeResult =
-        this.Decode(tokens, encoderHidden, cache, None, None)
 
     /// Teacher-forced logits: mel (B, n_mels, 2·S) and decoder input tokens (B, T) → (B, T, V), with optional
     /// tokenMask (B, T) and encoderMask (B, S).
     member this.Logits(mel: Tensor, tokens: Tensor, tokenMask: Tensor option, encoderMask: Tensor option) : Tensor =
         use scope = torch.NewDisposeScope()
-        let hidden = model.Encoder.forward mel
-        let out = model.Decoder.call(tokens, model.Decoder.StartCache(hidden, encoderMask), tokenMask)
+        let hidden = this.Encoder.forward mel
+        let out = this.Decoder.call(tokens, this.Decoder.StartCache(hidden, encoderMask), tokenMask)
         let logits = this.Logits out.Hidden
         keep scope [ logits ]
         logits
@@ -229,23 +145,13 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         let counted = labels.ne(torch.tensor(-100L, device = labels.device)).any().item<bool>()
         if not counted then invalidArg "labels" "every label is -100: nothing to average"
         let logits = this.Logits(mel, tokens, tokenMask, encoderMask)
-        let v = logits.shape.[2]
-        let loss = torch.nn.functional.cross_entropy (logits.reshape(-1L, v).to_type torch.float32, labels.reshape(-1L).to_type torch.int64, ignore_index = -100L)
+        let counted = labels.ne(torch.tensor(-100L, device = labels.device)).to_type(torch.float32)
+        let loss = (SpeechTransformer.tokenCrossEntropy logits labels).sum() / counted.sum()
         keep scope [ loss ]
         loss
 
     /// Loss without masks.
     member this.Loss(mel: Tensor, tokens: Tensor, labels: Tensor) : Tensor = this.Loss(mel, tokens, labels, None, None)
-
-    /// Hugging Face's `shift_tokens_right`: decoder inputs from labels (B, T): decoder_start_token_id, then the labels
-    /// shifted right by one, with −100 replaced by pad_token_id.
-    member _.DecoderInputs(labels: Tensor) : Tensor =
-        requireRank "labels" 2 labels
-        scoped (fun () ->
-            let b = labels.shape.[0]
-            let start = torch.full([| b; 1L |], (int64 config.DecoderStartTokenId).ToScalar(), dtype = torch.int64, device = labels.device)
-            let shifted = torch.cat([| start; labels.to_type(torch.int64).narrow(1, 0L, labels.shape.[1] - 1L) |], 1L)
-            shifted.masked_fill(shifted.eq(torch.tensor(-100L, device = labels.device)), (int64 config.PadTokenId).ToScalar()))
 
     /// Copies checkpoint tensors into the parameters (converting dtype and device). Names are Hugging Face keys;
     /// a checkpoint of the bare `WhisperModel` (keys `encoder.*`, `decoder.*`) is accepted too. Shape mismatches
@@ -257,7 +163,7 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         let sources = TensorSource.OfCheckpoint weights
         let available = [ for n in stored -> toModelName n, (n, sources.[n]) ]
         let parameters = [ for struct (name, p) in this.named_parameters() -> name, (p :> Tensor) ]
-        StateLoad.copy $"checkpoint {weights.Source} does not match the model" $"checkpoint {weights.Source}" "keys" config.TieWordEmbeddings parameters available options
+        StateLoad.copy $"checkpoint {weights.Source} does not match the model" $"checkpoint {weights.Source}" "keys" this.Config.TieWordEmbeddings parameters available options
 
     /// Writes a Hugging Face checkpoint folder (config.json with architectures ["WhisperForConditionalGeneration"] and
     /// model_type "whisper", generation_config.json when the model has one, model.safetensors or shards with HF names
@@ -266,10 +172,27 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         let parameters = [ for struct (name, p) in this.named_parameters() -> name, (p :> Tensor) ]
         let dtype = options.DType |> Option.defaultValue this.DType
         use _ = torch.no_grad()
-        Checkpoint.Write(dir, WhisperConfig.toJson (Checkpoint.TorchDtypeName dtype) config, generation |> Option.map GenerationConfig.toJson, parameters, options)
+        Checkpoint.Write(dir, WhisperConfig.toJson (Checkpoint.TorchDtypeName dtype) this.Config, this.GenerationConfig |> Option.map GenerationConfig.toJson, parameters, options)
 
     /// Saves with the default options (one model.safetensors in the parameters' dtype).
     member this.Save(dir: string) : unit = this.Save(dir, SaveOptions.Default)
+
+    /// Deterministic inference (evaluation mode, no gradients): the speech-model contract of the decoding strategies.
+    /// The encoder ignores the frame mask (Whisper has no encoder mask).
+    interface ISpeechModel with
+        member this.Config = this.Config
+        member this.Generation = this.GenerationConfig
+        member this.Device = this.Device
+
+        member this.Encode(mel: Tensor, _frameMask: Tensor option) : EncodedAudio =
+            this.InInference(fun () ->
+                use scope = torch.NewDisposeScope()
+                let hidden = this.Encoder.forward (mel.``to``(this.DType, this.Device))
+                keep scope [ hidden ]
+                { Hidden = hidden; Mask = None })
+
+        member this.Decode(tokens: Tensor, audio: EncodedAudio, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
+            this.InInference(fun () -> this.Decode(tokens, audio.Hidden, audio.Mask, cache, tokenMask))
 
     /// Loads a Hugging Face Whisper checkpoint folder (config.json, model.safetensors or a sharded index, optional
     /// generation_config.json) onto device with parameters of dtype (stored F32/F16/BF16 tensors are converted), in

@@ -35,7 +35,7 @@ let private folder =
          AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(dir, true) with _ -> ())
          dir)
 
-let private model = lazy (WhisperSpeechModel.Load(folder.Value, torch.CPU))
+let private model = lazy (WhisperModel.FromPretrained(folder.Value, torch.CPU, torch.float32))
 let private jfk = lazy (Audio.load (data "jfk.flac"))
 
 /// A second, different clip: 7 s of a chirp with seeded noise.

@@ -10,6 +10,7 @@ open MagnetWhisper.Core
 open MagnetWhisper.Core.Segments
 open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Core.Magnet
+open MagnetWhisper.Core.Transformer
 open MagnetWhisper.Core.Decoding
 open MagnetWhisper.Tests.Reference
 open MagnetWhisper.Tests.Whisper.WhisperReference
@@ -32,6 +33,14 @@ let private initialise (m: torch.nn.Module) =
     for struct (_, p) in m.named_parameters() do
         p.normal_(0.0, 0.2) |> ignore
 
+/// Rotation at positions 0..T−1 of x (B, T, ·) for heads of width 8.
+let private rope8 (x: Tensor) = Some(Rotation.Range(10000.0, 8L, torch.float32, x.device, x.shape.[1]))
+
+/// An encoder block's context for x at positions 0..T−1 with RoPE at the fixture's head width.
+let private blockContext (x: Tensor) (mask: Tensor option) (maskKeys: bool) : EncoderContext =
+    { Rotation = Some(Rotation.Range(10000.0, int64 config.EncoderHeadDim, torch.float32, x.device, x.shape.[1]))
+      Mask = AttentionMask.selfAttention mask maskKeys }
+
 [<Tests>]
 let tests =
     testList "magnet" [
@@ -39,12 +48,12 @@ let tests =
             test "padding invariance: with query and key masks, valid outputs of a padded batch equal each sequence alone" {
                 use _ = torch.NewDisposeScope()
                 torch.manual_seed 1L |> ignore
-                use attention = new MagnetAttention(32L, 4L, 10000.0)
+                use attention = new Attention(32L, 4L, 0.0)
                 initialise attention
                 let x, mask, lengths = paddedBatch ()
-                let batched = attention.SelfAttention(x, Some mask, true)
+                let batched = attention.SelfAttend(x, rope8 (x), AttentionMask.selfAttention (Some mask) true)
                 for i, len in Array.indexed lengths do
-                    let alone = attention.SelfAttention(prefix (row x (int64 i)) len, None, true)
+                    let alone = attention.SelfAttend(prefix (row x (int64 i)) len, rope8 (prefix (row x (int64 i)) len), AttentionMask.selfAttention (None) true)
                     close 1e-5 $"sequence {i}" (prefix (row batched (int64 i)) len) alone
                 // Padded queries get zero attention: their output is out_proj.bias.
                 let bias = attention.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "out_proj.bias" then Some(p :> Tensor) else None)
@@ -54,11 +63,11 @@ let tests =
             test "query-only masking (the original) is not padding invariant" {
                 use _ = torch.NewDisposeScope()
                 torch.manual_seed 1L |> ignore
-                use attention = new MagnetAttention(32L, 4L, 10000.0)
+                use attention = new Attention(32L, 4L, 0.0)
                 initialise attention
                 let x, mask, lengths = paddedBatch ()
-                let batched = attention.SelfAttention(x, Some mask, false)
-                let alone = attention.SelfAttention(prefix (row x 2L) lengths.[2], None, false)
+                let batched = attention.SelfAttend(x, rope8 (x), AttentionMask.selfAttention (Some mask) false)
+                let alone = attention.SelfAttend(prefix (row x 2L) lengths.[2], rope8 (prefix (row x 2L) lengths.[2]), AttentionMask.selfAttention (None) false)
                 let diff = maxAbsDiff (prefix (row batched 2L) lengths.[2]) alone
                 Expect.isGreaterThan diff 1e-3 "valid queries see the padded keys"
             }
@@ -66,15 +75,15 @@ let tests =
             test "RoPE: attention depends on relative positions only" {
                 use _ = torch.NewDisposeScope()
                 torch.manual_seed 3L |> ignore
-                use attention = new MagnetAttention(32L, 4L, 10000.0)
+                use attention = new Attention(32L, 4L, 0.0)
                 initialise attention
                 let q = torch.randn(2L, 5L, 32L)
                 let kv = torch.randn(2L, 7L, 32L)
                 let run (qShift: int64) (kShift: int64) =
                     let qp = torch.arange(5L, dtype = torch.int64) + qShift
                     let kp = torch.arange(7L, dtype = torch.int64) + kShift
-                    let k, v = attention.KeyValue(kv, kp)
-                    attention.Attend(attention.Query(q, qp), k, v, AttentionMask.None)
+                    let k, v = attention.KeyValue(kv, Some(Rotation.At(10000.0, 8L, torch.float32, kp)))
+                    attention.Attend(attention.Query(q, Some(Rotation.At(10000.0, 8L, torch.float32, qp))), k, v, AttentionMask.None)
                 let base' = run 0L 0L
                 close 1e-5 "both shifted by 13" (run 13L 13L) base'
                 close 1e-5 "both shifted by 400" (run 400L 400L) base'
@@ -83,11 +92,11 @@ let tests =
 
             test "fully masked rows give zeros, never NaN" {
                 use _ = torch.NewDisposeScope()
-                use attention = new MagnetAttention(32L, 4L, 10000.0)
+                use attention = new Attention(32L, 4L, 0.0)
                 initialise attention
                 let x = torch.randn(2L, 4L, 32L)
                 let mask = torch.tensor([| 1.0f; 1.0f; 0.0f; 0.0f; 0.0f; 0.0f; 0.0f; 0.0f |]).reshape(2L, 4L)
-                let y = attention.SelfAttention(x, Some mask, true)
+                let y = attention.SelfAttend(x, rope8 (x), AttentionMask.selfAttention (Some mask) true)
                 Expect.isTrue (y.isfinite().all().item<bool>()) "finite"
             }
         ]
@@ -96,19 +105,21 @@ let tests =
             test "padding invariance of a whole encoder layer (key masking); query-only masking differs" {
                 use _ = torch.NewDisposeScope()
                 torch.manual_seed 4L |> ignore
-                use layer = new MagnetEncoderLayer(config, 10000.0, QueriesAndKeys)
-                use original = new MagnetEncoderLayer(config, 10000.0, QueriesOnly)
+                use layer = new EncoderBlock(config)
+                use original = new EncoderBlock(config)
                 initialise layer
                 original.load_state_dict(layer.state_dict()) |> ignore
                 layer.eval()
                 original.eval()
                 let x, mask, lengths = paddedBatch ()
-                let batched = layer.forward(x, Some mask)
-                let batchedOriginal = original.forward(x, Some mask)
+                let batched = layer.forward(x, blockContext x (Some mask) true)
+                let batchedOriginal = original.forward(x, blockContext x (Some mask) false)
                 for i, len in Array.indexed lengths do
-                    let alone = layer.forward(prefix (row x (int64 i)) len, None)
+                    let single = prefix (row x (int64 i)) len
+                    let alone = layer.forward(single, blockContext single None true)
                     close 1e-5 $"sequence {i}" (prefix (row batched (int64 i)) len) alone
-                let alone = original.forward(prefix (row x 2L) lengths.[2], None)
+                let single = prefix (row x 2L) lengths.[2]
+                let alone = original.forward(single, blockContext single None false)
                 Expect.isGreaterThan (maxAbsDiff (prefix (row batchedOriginal 2L) lengths.[2]) alone) 1e-3 "QueriesOnly is not invariant"
             }
         ]

@@ -4,6 +4,7 @@ open System
 open Expecto
 open TorchSharp
 open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Decoding
 open MagnetWhisper.Tests.Reference
 open MagnetWhisper.Tests.Whisper.WhisperReference
 
@@ -125,7 +126,7 @@ let tests =
                 let maskRows = valid |> Array.map (fun (s, n) -> Array.init 7 (fun j -> int64 j >= s && int64 j < s + n))
                 let mask = torch.tensor(Array.concat maskRows).view(3L, 7L)
                 let tokens = torch.where(mask, real, garbage)
-                let batch = m.Decode(tokens, enc, None, Some mask, None)
+                let batch = m.Decode(tokens, enc, None, None, Some mask)
                 let next = randomTokens 17L tinyConfig 3L 1L
                 let step = m.Decode(next, enc, Some batch.Cache)
                 for i in 0 .. 2 do
@@ -144,15 +145,19 @@ let tests =
                 let enc = m.Encode(randomMel 19L tinyConfig 2L)
                 let mask = torch.tensor(Array.init 24 (fun j -> j % 12 < (if j < 12 then 8 else 12))).view(2L, 12L)
                 let tokens = randomTokens 20L tinyConfig 2L 4L
-                let masked = m.Decode(tokens, enc, None, None, Some mask)
+                let masked = m.Decode(tokens, enc, Some mask, None, None)
                 let truncated = m.Decode(row tokens 0L, slice (row enc 0L) 1 0L 8L, None)
                 close 1e-5 "row 0 sees only its 8 valid positions" (row masked.Logits 0L) truncated.Logits
                 let unmasked = m.Decode(row tokens 1L, row enc 1L, None)
                 close 1e-5 "row 1 (all valid) unchanged" (row masked.Logits 1L) unmasked.Logits
                 let next = m.Decode(slice tokens 1 0L 1L, enc, Some masked.Cache)
                 Expect.isTrue (next.Cache.EncoderMask.IsSome) "the mask stays in the cache"
-                let empty = torch.zeros(2L, 12L, dtype = torch.ScalarType.Bool)
-                Expect.throwsT<ArgumentException> (fun () -> m.Decode(tokens, enc, None, None, Some empty) |> ignore) "a row with no valid position"
+                // A row without any valid encoder position attends to nothing (zero cross-attention), never NaN; the
+                // other rows are unaffected.
+                let rowEmpty = torch.tensor(Array.init 24 (fun j -> j >= 12)).view(2L, 12L)
+                let partly = m.Decode(tokens, enc, Some rowEmpty, None, None)
+                Expect.isTrue (partly.Logits.isfinite().all().item<bool>()) "finite logits for the empty row"
+                close 1e-5 "row 1 unchanged next to an empty row" (row partly.Logits 1L) unmasked.Logits
             }
 
             test "decoding checks positions, token ids and batch sizes" {

@@ -1,4 +1,4 @@
-namespace MagnetWhisper.Core.Magnet
+namespace MagnetWhisper.Core.Decoding
 
 // A minimal greedy generator over the speech-model contract (SPEC §6.8, evaluate_model.py's `manual_generate`):
 // prompt tokens, begin-suppress tokens at the first step, suppress tokens at every step, argmax until every row
@@ -10,7 +10,6 @@ open TorchSharp
 open MagnetWhisper.Core
 open MagnetWhisper.Core.Tensors
 open MagnetWhisper.Core.Whisper
-open MagnetWhisper.Core.Decoding
 open MagnetWhisper.Core.Text
 
 /// Greedy decoding of 30 s windows.
