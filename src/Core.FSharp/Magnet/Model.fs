@@ -34,17 +34,20 @@ type ForwardInput =
       /// Temperature and schedules for every predictor; None = each predictor's own.
       Schedule: Schedule option
       /// Target-progress lerp ρ ∈ [0, 1] (SPEC §6.4).
-      TargetProgress: float }
+      TargetProgress: float
+      /// Weight w of each utterance's own boundary loss in LossPerUtterance = CE_u + w · boundary loss_u, the negated
+      /// reward of DECISIONS #4 (1 by default).
+      RlBoundaryLossWeight: float }
 
     /// Supervised training with sampled boundaries (seeded generator) and targets (rows, B).
     static member Training(mel: Tensor, frameMask: Tensor option, labels: Tensor, targets: Tensor option, generator: torch.Generator) =
         { Mel = mel; FrameMask = frameMask; Labels = labels; DecoderInputs = None; TokenMask = None; TargetMatrix = targets
-          Mode = Sample generator; Rl = false; Schedule = None; TargetProgress = 1.0 }
+          Mode = Sample generator; Rl = false; Schedule = None; TargetProgress = 1.0; RlBoundaryLossWeight = 1.0 }
 
     /// Evaluation: thresholded boundaries (deterministic), boundary loss 0.
     static member Evaluation(mel: Tensor, frameMask: Tensor option, labels: Tensor) =
         { Mel = mel; FrameMask = frameMask; Labels = labels; DecoderInputs = None; TokenMask = None; TargetMatrix = None
-          Mode = PredictorMode.Threshold; Rl = false; Schedule = None; TargetProgress = 1.0 }
+          Mode = PredictorMode.Threshold; Rl = false; Schedule = None; TargetProgress = 1.0; RlBoundaryLossWeight = 1.0 }
 
     /// The encoder part of the input.
     member i.EncoderInput: EncoderInput =
@@ -66,7 +69,8 @@ type ForwardResult =
       /// (B) each utterance's cross-entropy, averaged over its real tokens (or over all T positions with
       /// `CrossEntropyPerUtterance.MeanOverAllPositions`).
       CrossEntropyPerUtterance: Tensor
-      /// (B) per-utterance loss for RL: CrossEntropyPerUtterance + the utterance's own boundary losses.
+      /// (B) per-utterance loss for RL: CrossEntropyPerUtterance + RlBoundaryLossWeight · the utterance's own boundary
+      /// losses.
       LossPerUtterance: Tensor }
 
     /// Every tensor of the record.
@@ -250,7 +254,7 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
               CrossEntropy = ce
               BoundaryLoss = enc.BoundaryLoss
               CrossEntropyPerUtterance = cePerUtterance
-              LossPerUtterance = cePerUtterance + enc.BoundaryLossPerUtterance }
+              LossPerUtterance = cePerUtterance + enc.BoundaryLossPerUtterance * input.RlBoundaryLossWeight }
         keep scope result.Tensors
         result
 
