@@ -71,6 +71,31 @@ let measure (whisper: WhisperModel) (layers: int list) (ratios: float list) (bat
     finally
         for _, m in configurations do m.Dispose()
 
+/// Times the encoder of a model without predictors on utterances of the given durations (seconds) inside a 30 s
+/// window: the full 3000 frames against the features cut to the utterance (MagnetWhisperModel.CutToLongest, the
+/// variable-length input of models without absolute positions). Returns (seconds, full median, cut median, frames).
+let measureDurations (whisper: WhisperModel) (durations: float list) (batch: int) (warmup: int) (repeats: int) (quiet: bool) =
+    let config = whisper.Config
+    use model = MagnetWhisperModel.FromWhisper(whisper, MagnetOptions.Default)
+    model.eval()
+    use _ = torch.inference_mode()
+    use mel = torch.randn([| int64 batch; int64 config.NumMelBins; int64 config.InputFrames |])
+    [ for d in durations ->
+          Output.progress quiet $"timing a {d:g} s utterance"
+          let valid = min config.InputFrames (int (Math.Round(d * 100.0)))
+          use mask = torch.arange(int64 config.InputFrames).lt((int64 valid).ToScalar()).to_type(torch.float32).unsqueeze(0L).expand(int64 batch, -1L).contiguous()
+          let cutMel, cutMask = model.CutToLongest(mel, Some mask)
+          let time (m: torch.Tensor) (fm: torch.Tensor option) =
+              let once () =
+                  let sw = Stopwatch.StartNew()
+                  (use _ = model.Encode(EncoderInput.Inference(m, fm)) in ())
+                  sw.Elapsed.TotalSeconds
+              for _ in 1 .. max 1 warmup do once () |> ignore
+              Output.median (Array.init repeats (fun _ -> once ()))
+          let full = time mel (Some mask)
+          let cut = time cutMel cutMask
+          d, full, cut, cutMel.shape.[2] ]
+
 /// Prints the table for `bench encoder --predictors/--ratios`: the encoder without predictors, then with a BP1
 /// before each given layer at each ratio. layers/ratios: the raw option values, or None for the defaults.
 let report (whisper: WhisperModel) (description: string) (layers: string option) (ratios: string option) (batch: int) (warmup: int) (repeats: int) (quiet: bool) : int =
@@ -108,4 +133,9 @@ let report (whisper: WhisperModel) (description: string) (layers: string option)
         let reduction = baseline.Flops / r.Flops
         printfn "%-12s %-28s %9.0f ms %9.2f× %12.1f %9.2f× %8.2f" name positions (r.MedianSeconds * 1000.0) speedUp (r.Flops / 1e9) reduction (speedUp / reduction)
     printfn "(ratio = measured speed-up / FLOP reduction; FLOPs count convolutions and encoder layers, not the predictor)"
+    printfn ""
+    printfn "%-12s %12s %14s %14s %10s" "utterance" "mel frames" "30 s window" "cut input" "speed-up"
+    for d, full, cut, frames in measureDurations whisper [ 5.0; 15.0 ] batch warmup repeats quiet do
+        printfn "%-12s %12d %11.0f ms %11.0f ms %9.2f×" $"{d:g} s" frames (full * 1000.0) (cut * 1000.0) (full / cut)
+    printfn "(no predictors; RoPE without absolute positions lets the encoder run only the frames an utterance needs)"
     0
