@@ -42,6 +42,9 @@ let private scorerParameter (kind: PredictorKind) =
 
 let private kinds = [ Bp1; Bp2; Bp3; Bp4 ]
 
+/// The default configuration with BP1/BP4's initial rate ½ (σ(0)), so every sample has many boundaries.
+let private balanced (kind: PredictorKind) = { PredictorConfig.Default(kind, 0.3) with InitialBoundaryBias = Some 0.0 }
+
 /// The loss of a BP1 before an encoder layer recomputed from its output: 10 · binomial from its counts against the
 /// targets after the progress lerp ρ and the compression schedule s.
 let private bp1Loss (progress: float) (compression: float) (o: PredictorOutput) (row: Tensor) =
@@ -57,7 +60,7 @@ let tests =
             for rl in [ false; true ] do
                 test $"{kind} replay (rl {rl}): the replayed log-prob equals the recorded one, and differs after a weight change" {
                     use _ = torch.NewDisposeScope()
-                    use p = predictor (PredictorConfig.Default(kind, 0.3))
+                    use p = predictor (balanced kind)
                     let hidden = torch.randn([| 2L; 13L; int64 dim |], generator = Boundaries.generator 3L torch.CPU)
                     let mask = maskOf torch.float32 [| 13L; 9L |] 13L
                     use g = Boundaries.generator 11L torch.CPU
@@ -81,7 +84,7 @@ let tests =
         for kind in kinds do
             test $"{kind} replay: the log-prob's gradient matches finite differences and reaches the scorer" {
                 use _ = torch.NewDisposeScope()
-                use p = predictor (PredictorConfig.Default(kind, 0.3))
+                use p = predictor (balanced kind)
                 p.``to``(torch.float64) |> ignore
                 let hidden = torch.randn([| 2L; 11L; int64 dim |], dtype = torch.float64, generator = Boundaries.generator 4L torch.CPU)
                 let mask = maskOf torch.float64 [| 11L; 8L |] 11L
@@ -138,12 +141,15 @@ let tests =
 
         test "per-predictor schedules reach their own predictor (two BP1s, different temperatures and compression)" {
             use _ = torch.NewDisposeScope()
-            let slot layer = { PredictorSlot.Create(layer, Bp1, 0.25) with Predictor = { PredictorConfig.Default(Bp1, 0.25) with Threshold = 0.6 } }
+            // Initial rate ½, so layer 1 sees more positions than its targets and its compression schedule matters.
+            let slot layer =
+                { PredictorSlot.Create(layer, Bp1, 0.25) with
+                    Predictor = { PredictorConfig.Default(Bp1, 0.25) with Threshold = 0.6; InitialBoundaryBias = Some 0.5 } }
             use two = magnet 31L config (MagnetOptions.Default.WithSlot(slot 0).WithSlot(slot 1))
             use one = magnet 31L config (MagnetOptions.Default.WithSlot(slot 0))
             (one.Encoder.Predictor 0).Value.load_state_dict((two.Encoder.Predictor 0).Value.state_dict()) |> ignore
             let mel, mask = paddedMel 32L config [| 48L; 40L |]
-            let targets = torch.tensor([| 9.0f; 7.0f; 5.0f; 4.0f |]).reshape(2L, 2L)
+            let targets = torch.tensor([| 9.0f; 7.0f; 3.0f; 2.0f |]).reshape(2L, 2L)
             let s0 = { Schedule.Default with Temperature = 0.5; CompressionSchedule = 0.3 }
             let s1 = { Schedule.Default with Temperature = 2.0; CompressionSchedule = 0.8 }
             let run (m: MagnetWhisperModel) (rows: Tensor) (schedules: Map<int, Schedule>) =
@@ -158,6 +164,7 @@ let tests =
                 close 1e-6 "layer 0 loss = the single predictor's" l0.LossPerUtterance alone.Layers.[0].Output.LossPerUtterance
                 close 1e-5 $"layer 0 loss with compression {first.CompressionSchedule}" l0.LossPerUtterance (bp1Loss 1.0 first.CompressionSchedule l0 (targets.select(0L, 0L)))
                 close 1e-5 $"layer 1 loss with compression {second.CompressionSchedule}" l1.LossPerUtterance (bp1Loss 1.0 second.CompressionSchedule l1 (targets.select(0L, 1L)))
+                Expect.isTrue (Tensors.toFloatArray (l1.ValidCounts - targets.select(0L, 1L)) |> Array.forall (fun d -> d > 0.5)) "layer 1: targets below its valid positions"
                 boundaries.Add(l0.Boundaries.clone())
             // With threshold 0.6 the hard sample depends on τ: the two temperatures gave layer 0 different boundaries.
             Expect.isGreaterThan (maxAbsDiff boundaries.[0] boundaries.[1]) 0.5 "the temperature reached layer 0"
