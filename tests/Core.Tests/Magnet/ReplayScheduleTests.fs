@@ -170,6 +170,12 @@ let tests =
             Expect.isGreaterThan (maxAbsDiff boundaries.[0] boundaries.[1]) 0.5 "the temperature reached layer 0"
             let e = Expect.throwsC (fun () -> run two targets (Map [ 2, s0 ]) |> ignore) id
             Expect.stringContains e.Message "EncoderInput.Schedules" "a schedule for a layer without a predictor is an error"
+            // The helper maps: one schedule for every slot, and each slot's own with a target progress.
+            let options = MagnetOptions.Default.WithSlot(slot 0).WithSlot({ slot 2 with Predictor = { (slot 2).Predictor with Temperature = 0.7 } })
+            Expect.equal (PredictorSchedules.shared options s1) (Map [ 0, s1; 2, s1 ]) "shared"
+            Expect.equal (PredictorSchedules.withTargetProgress options 0.4)
+                (Map [ 0, { Schedule.Default with TargetProgress = 0.4 }; 2, { Schedule.Default with Temperature = 0.7; TargetProgress = 0.4 } ])
+                "own schedules with a target progress"
         }
 
         test "ScheduleOnce keeps an explicit compression schedule, and refuses two schedules on one predictor" {

@@ -532,20 +532,17 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
         let logProbOf (h: Tensor) = Boundaries.logProb (Some actionFrames) p h
         // Recorded actions as 0/1 in p's dtype on p's device (a copy: the caller keeps its tensor).
         let replayed (a: Tensor) = a.detach().``to``(p.device).ne(Boundaries.sc 0.0).to_type(p.dtype)
+        // RL actions h (Bernoulli(p), no relaxation) are pooled themselves (DECISIONS #4) or, with PoolAllFrames, all ones.
+        let rlStep (h: Tensor) =
+            let pooledBoundaries =
+                match config.RlPooling with
+                | PoolSampled -> h
+                | PoolAllFrames -> torch.ones_like h
+            h, maskAndForce mask pooledBoundaries, Some(logProbOf h)
         let actions, boundaries, logProb =
             match input.Mode, input.Rl with
-            | (Sample _ | Replay _), true ->
-                // Bernoulli(p) without relaxation: these actions are pooled (DECISIONS #4).
-                let h =
-                    match input.Mode with
-                    | Sample generator -> (Boundaries.uniformLike generator p).lt(p.detach()).to_type(p.dtype)
-                    | Replay a -> replayed a
-                    | Threshold -> invalidOp "unreachable"
-                let pooledBoundaries =
-                    match config.RlPooling with
-                    | PoolSampled -> h
-                    | PoolAllFrames -> torch.ones_like h
-                h, maskAndForce mask pooledBoundaries, Some(logProbOf h)
+            | Sample generator, true -> rlStep ((Boundaries.uniformLike generator p).lt(p.detach()).to_type(p.dtype))
+            | Replay a, true -> rlStep (replayed a)
             | Sample generator, false ->
                 let z =
                     match scores.Logits with
