@@ -88,6 +88,14 @@ namespace MagnetWhisper
         /// log-probability); false (default) pools the sampled boundaries.</summary>
         public bool OriginalRlPooling { get; init; }
 
+        /// <summary>Threshold at inference when it differs from <see cref="Threshold"/>; null (default) uses
+        /// <see cref="Threshold"/>. The original's BP1 and BP4 always thresholded at 0.5 at inference.</summary>
+        public double? InferenceThreshold { get; init; }
+
+        /// <summary>The original's float32 target probability in the target-count losses (1 − 1e-6 rounds to
+        /// 0.99999899); false (default) forms it in float64.</summary>
+        public bool OriginalTargetClamp { get; init; }
+
         internal Mg.PredictorSlot ToCore()
         {
             var kind = Type switch
@@ -111,7 +119,9 @@ namespace MagnetWhisper
                 HiddenDim is int h ? FSharpOption<int>.Some(h) : FSharpOption<int>.None,
                 d.Dropout, d.InitialBoundaryBias, d.UNetAlignment, d.RlBinomialCap,
                 OriginalBatching ? Mg.BatchingRule.OriginalBatching : Mg.BatchingRule.BatchIndependent,
-                OriginalRlPooling ? Mg.RlPooling.PoolAllFrames : Mg.RlPooling.PoolSampled);
+                OriginalRlPooling ? Mg.RlPooling.PoolAllFrames : Mg.RlPooling.PoolSampled,
+                InferenceThreshold is double t ? FSharpOption<double>.Some(t) : FSharpOption<double>.None,
+                OriginalTargetClamp ? Core.Segments.Losses.TargetClamp.ClampInFloat32 : Core.Segments.Losses.TargetClamp.ClampInFloat64);
             var targets = Targets switch
             {
                 null => slot.Targets,
@@ -136,6 +146,8 @@ namespace MagnetWhisper
                 TargetRow = s.Targets is Mg.TargetSource.Row r ? r.Item : 0,
                 OriginalBatching = p.Batching.IsOriginalBatching,
                 OriginalRlPooling = p.RlPooling.IsPoolAllFrames,
+                InferenceThreshold = p.InferenceThreshold is null ? null : p.InferenceThreshold.Value,
+                OriginalTargetClamp = p.TargetClamp.IsClampInFloat32,
             };
         }
     }
@@ -239,9 +251,15 @@ namespace MagnetWhisper
         public MagnetOptions WithConvs(ConvConfig convs) =>
             new(Predictors, convs ?? throw new ArgumentNullException(nameof(convs)), EncoderMasking, OriginalTargetScheduling, OriginalPerUtteranceCrossEntropy);
 
-        /// <summary>These options reproducing the original's numbers: query-only encoder masks, double target scheduling, per-utterance CE over all positions, and on every predictor batch-dependent forcing and tail (plus all-ones RL pooling for BP1).</summary>
+        /// <summary>These options reproducing the original's numbers: query-only encoder masks, double target scheduling, per-utterance CE over all positions, and on every predictor batch-dependent forcing and tail, the float32 target clamp (plus all-ones RL pooling for BP1 and the inference threshold 0.5 for BP1/BP4).</summary>
         public MagnetOptions WithOriginalCompatibility() =>
-            new(Predictors.Select(p => p with { OriginalBatching = true, OriginalRlPooling = p.Type == PredictorType.Bp1 }).ToArray(),
+            new(Predictors.Select(p => p with
+                {
+                    OriginalBatching = true,
+                    OriginalRlPooling = p.Type == PredictorType.Bp1,
+                    OriginalTargetClamp = true,
+                    InferenceThreshold = p.Type is PredictorType.Bp1 or PredictorType.Bp4 ? 0.5 : p.InferenceThreshold,
+                }).ToArray(),
                 Convs, EncoderAttentionMasking.QueriesOnly, true, true);
 
         /// <summary>These options with the project's behaviour (the default).</summary>

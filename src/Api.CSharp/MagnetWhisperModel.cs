@@ -261,7 +261,8 @@ namespace MagnetWhisper
                     mel.to(Device), Option(frameMask?.to(Device)), labels, FSharpOption<Tensor>.None, FSharpOption<Tensor>.None,
                     Option(targets?.to(Device)),
                     generator is null ? Mg.PredictorMode.Threshold : Mg.PredictorMode.NewSample(generator),
-                    rl, FSharpOption<Mg.Schedule>.None, targetProgress, 1.0);
+                    rl, Mg.PredictorSchedules.withTargetProgress(Model.Options, targetProgress),
+                    Microsoft.FSharp.Collections.MapModule.Empty<int, Tensor>(), 1.0);
                 return new MagnetForwardResult(Model.Forward(input));
             }
             finally

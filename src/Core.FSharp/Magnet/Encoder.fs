@@ -23,21 +23,42 @@ type EncoderInput =
       /// selects it. None when no predictor needs targets (inference, RL, BP3).
       TargetMatrix: Tensor option
       /// Sampled boundaries from a seeded generator (training) or thresholded ones (inference, deterministic).
+      /// Replaying is per layer (`Replay`); `PredictorMode.Replay` is not accepted here.
       Mode: PredictorMode
       /// RL mode of the predictors (DECISIONS #4).
       Rl: bool
-      /// Temperature and schedules for every predictor; None uses each predictor's `Schedule.OfConfig`.
-      Schedule: Schedule option
-      /// The target-progress lerp ρ ∈ [0, 1] (SPEC §6.4): 0 → every frame a boundary, 1 → the targets.
-      TargetProgress: float }
+      /// Schedule of each predictor by the encoder layer it runs before (temperature, compression and prior
+      /// schedules, target progress, loss weight). A predictor without an entry uses its `Schedule.OfConfig`;
+      /// `PredictorSchedules` builds common maps. A key without a predictor is an error.
+      Schedules: Map<int, Schedule>
+      /// Recorded actions to replay, by the encoder layer of the predictor (`PredictorOutput.Actions` of an earlier
+      /// pass on the same batch): those predictors run in `PredictorMode.Replay`, the others in `Mode`. Replaying
+      /// every layer of a sampled pass reproduces its pooling and returns the log-probability of its actions under
+      /// the current weights (PPO ratios, KL penalty). A key without a predictor is an error.
+      Replay: Map<int, Tensor> }
 
-    /// Inference: thresholded boundaries, no targets, progress 1.
+    /// Inference: thresholded boundaries, no targets, every predictor's own schedule.
     static member Inference(mel: Tensor, frameMask: Tensor option) : EncoderInput =
-        { Mel = mel; FrameMask = frameMask; TargetMatrix = None; Mode = PredictorMode.Threshold; Rl = false; Schedule = None; TargetProgress = 1.0 }
+        { Mel = mel; FrameMask = frameMask; TargetMatrix = None; Mode = PredictorMode.Threshold; Rl = false
+          Schedules = Map.empty; Replay = Map.empty }
 
-    /// Supervised training: sampled boundaries from generator, targets (rows, B), progress 1.
+    /// Supervised training: sampled boundaries from generator, targets (rows, B), every predictor's own schedule.
     static member Training(mel: Tensor, frameMask: Tensor option, targets: Tensor option, generator: torch.Generator) : EncoderInput =
-        { Mel = mel; FrameMask = frameMask; TargetMatrix = targets; Mode = Sample generator; Rl = false; Schedule = None; TargetProgress = 1.0 }
+        { Mel = mel; FrameMask = frameMask; TargetMatrix = targets; Mode = Sample generator; Rl = false
+          Schedules = Map.empty; Replay = Map.empty }
+
+/// Maps of per-predictor schedules for `EncoderInput.Schedules`.
+[<RequireQualifiedAccess>]
+module PredictorSchedules =
+    /// The same schedule for every predictor slot of the options.
+    let shared (options: MagnetOptions) (schedule: Schedule) : Map<int, Schedule> =
+        options.Predictors |> List.map (fun s -> s.Layer, schedule) |> Map.ofList
+
+    /// Each predictor's `Schedule.OfConfig` with target progress ρ (the former encoder-wide TargetProgress).
+    let withTargetProgress (options: MagnetOptions) (progress: float) : Map<int, Schedule> =
+        options.Predictors
+        |> List.map (fun s -> s.Layer, { Schedule.OfConfig s.Predictor with TargetProgress = progress })
+        |> Map.ofList
 
 /// The result of one predictor inside the encoder.
 type EncoderPredictorLayer =
@@ -84,6 +105,10 @@ type EncoderOutput =
 
     /// (layer, kept fraction) of every predictor.
     member o.Compression = o.Layers |> List.map (fun l -> l.Index, l.KeptFraction)
+
+    /// The raw actions of every predictor layer (`PredictorOutput.Actions`), for `EncoderInput.Replay`. The tensors
+    /// belong to this output: replay before disposing it.
+    member o.Actions: Map<int, Tensor> = o.Layers |> List.map (fun l -> l.Index, l.Output.Actions) |> Map.ofList
 
     interface IDisposable with
         member o.Dispose() =
@@ -210,6 +235,16 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
             requireRank "targets" 2 t
             if t.shape.[1] <> b then
                 invalidArg "targets" $"the target matrix must have shape (rows, {b}) (one row per count-trained predictor), but has shape {showShape t.shape}")
+        match input.Mode with
+        | Replay _ -> invalidArg "input" "EncoderInput.Mode cannot be PredictorMode.Replay: give the actions per predictor layer in EncoderInput.Replay"
+        | Sample _ | PredictorMode.Threshold -> ()
+        let requirePredictorLayers (field: string) (keys: int seq) =
+            for k in keys do
+                if not (slots.ContainsKey k) then
+                    let have = String.Join(", ", slots.Keys |> Seq.sort)
+                    invalidArg "input" $"EncoderInput.{field} has an entry for encoder layer {k}, but no predictor runs before it (predictor layers: {have})"
+        requirePredictorLayers "Schedules" (input.Schedules |> Map.keys)
+        requirePredictorLayers "Replay" (input.Replay |> Map.keys)
         let rotationOf (h: Tensor) = Rotation.Range(options.RopeTheta, int64 config.EncoderHeadDim, computeType h, h.device, h.shape.[1])
         let mutable context = { Rotation = Some(rotationOf h); Mask = AttentionMask.selfAttention mask maskKeys }
         let mutable nextRow = 0
@@ -227,8 +262,17 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
                         let r = nextRow
                         nextRow <- nextRow + 1
                         Some r
+                let mode =
+                    match input.Replay.TryFind i with
+                    | Some actions -> Replay actions
+                    | None -> input.Mode
                 let needsTargets =
-                    (match input.Mode with Sample _ -> true | PredictorMode.Threshold -> false) && not input.Rl && slot.Predictor.Kind <> Bp3
+                    (match mode with Sample _ | Replay _ -> true | PredictorMode.Threshold -> false) && not input.Rl && slot.Predictor.Kind <> Bp3
+                let schedule = input.Schedules.TryFind i |> Option.defaultWith (fun () -> Schedule.OfConfig slot.Predictor)
+                match options.Compatibility.TargetScheduling, slot.Predictor.Kind with
+                | ScheduleOnce, (Bp1 | Bp4) when needsTargets && schedule.TargetProgress < 1.0 && schedule.CompressionSchedule < 1.0 ->
+                    invalidArg "input" $"the {Predictors.typeName slot.Predictor.Kind} before encoder layer {i} has TargetProgress {schedule.TargetProgress} and CompressionSchedule {schedule.CompressionSchedule}: with TargetScheduling = ScheduleOnce its targets go through one schedule only; leave one of them at 1, or choose ScheduleTwice (the original's double scheduling)"
+                | _ -> ()
                 let targets =
                     match row, input.TargetMatrix with
                     | Some r, Some matrix when int64 r < matrix.shape.[0] ->
@@ -236,19 +280,14 @@ type MagnetEncoder(config: WhisperConfig, options: MagnetOptions) as this =
                             match mask with
                             | Some m -> m.sum(1L)
                             | None -> torch.full([| b |], (float h.shape.[1]).ToScalar(), dtype = torch.float32, device = h.device)
-                        Some(Losses.progressTargets input.TargetProgress totals (matrix.select(0L, int64 r).``to``(h.device)))
+                        Some(Losses.progressTargets schedule.TargetProgress totals (matrix.select(0L, int64 r).``to``(h.device)))
                     | _ -> None
                 if needsTargets && targets.IsNone then
                     let rows = input.TargetMatrix |> Option.map (fun m -> m.shape.[0]) |> Option.defaultValue 0L
                     let wanted = match row with Some r -> $"row {r} of the target matrix" | None -> "targets (its TargetSource is NoTargets)"
                     invalidArg "targets" $"the {Predictors.typeName slot.Predictor.Kind} before encoder layer {i} samples boundaries with a count loss and needs {wanted}, but the target matrix has {rows} row(s)"
-                let schedule =
-                    let s = input.Schedule |> Option.defaultWith (fun () -> Schedule.OfConfig slot.Predictor)
-                    match options.Compatibility.TargetScheduling with
-                    | ScheduleOnce -> { s with CompressionSchedule = 1.0 }
-                    | ScheduleTwice -> s
                 let predictorInput: PredictorInput =
-                    { Hidden = h; Mask = mask; Targets = targets; Mode = input.Mode; Rl = input.Rl; Schedule = schedule }
+                    { Hidden = h; Mask = mask; Targets = targets; Mode = mode; Rl = input.Rl; Schedule = schedule }
                 let out = predictor.forward predictorInput
                 let valid = toFloat (out.ValidCounts.sum())
                 let kept = if valid > 0.0 then toFloat (out.BoundaryCounts.sum()) / valid else 0.0

@@ -9,6 +9,7 @@ open System
 open System.IO
 open System.Text.Json
 open TorchSharp
+open MagnetWhisper.Core.Segments
 open MagnetWhisper.Core.Whisper
 
 /// Reading and writing `magnet.json`.
@@ -26,6 +27,7 @@ module MagnetJson =
     let private alignmentName = function Aligned -> "aligned" | OriginalCrop -> "original_crop"
     let private batchingName = function BatchIndependent -> "batch_independent" | OriginalBatching -> "original"
     let private rlPoolingName = function PoolSampled -> "sampled" | PoolAllFrames -> "all_frames"
+    let private targetClampName = function Losses.ClampInFloat64 -> "float64" | Losses.ClampInFloat32 -> "float32"
     let private maskName = function QueriesAndKeys -> "queries_and_keys" | QueriesOnly -> "queries_only"
     let private schedulingName = function ScheduleOnce -> "once" | ScheduleTwice -> "twice"
     let private ceName = function MeanOverRealTokens -> "real_tokens" | MeanOverAllPositions -> "all_positions"
@@ -82,6 +84,10 @@ module MagnetJson =
                     | None -> w.WriteNull "rl_binomial_cap"
                     w.WriteString("batching", batchingName c.Batching)
                     w.WriteString("rl_pooling", rlPoolingName c.RlPooling)
+                    match c.InferenceThreshold with
+                    | Some t -> w.WriteNumber("inference_threshold", t)
+                    | None -> w.WriteNull "inference_threshold"
+                    w.WriteString("target_clamp", targetClampName c.TargetClamp)
                 w.WriteEndObject()
             w.WriteEndArray()
             w.WriteStartObject "conv_config"
@@ -156,7 +162,8 @@ module MagnetJson =
                               fail source $"{where}: unknown predictor type '{typeName}' (expected Identity, BoundaryPredictor1, BoundaryPredictor2, BoundaryPredictor3 or BoundaryPredictor4)"
                       requireKnown source where
                           [ "layer"; "type"; "prior"; "temperature"; "threshold"; "pooling"; "target_source"; "hidden_dim"; "dropout"
-                            "initial_boundary_bias"; "unet_alignment"; "rl_binomial_cap"; "batching"; "rl_pooling" ] e
+                            "initial_boundary_bias"; "unet_alignment"; "rl_binomial_cap"; "batching"; "rl_pooling"
+                            "inference_threshold"; "target_clamp" ] e
                       let field name = $"slots[{layer}].{name}"
                       let prior = Json.asFloat source (field "prior") (required source where e "prior")
                       let d = PredictorConfig.Default(kind, prior)
@@ -181,7 +188,10 @@ module MagnetJson =
                               UNetAlignment = optChoice "unet_alignment" [ "aligned", Aligned; "original_crop", OriginalCrop ] d.UNetAlignment
                               RlBinomialCap = nullableFloat "rl_binomial_cap" d.RlBinomialCap
                               Batching = optChoice "batching" [ "batch_independent", BatchIndependent; "original", OriginalBatching ] d.Batching
-                              RlPooling = optChoice "rl_pooling" [ "sampled", PoolSampled; "all_frames", PoolAllFrames ] d.RlPooling }
+                              RlPooling = optChoice "rl_pooling" [ "sampled", PoolSampled; "all_frames", PoolAllFrames ] d.RlPooling
+                              InferenceThreshold = nullableFloat "inference_threshold" d.InferenceThreshold
+                              TargetClamp =
+                                optChoice "target_clamp" [ "float64", Losses.ClampInFloat64; "float32", Losses.ClampInFloat32 ] d.TargetClamp }
                       let targets =
                           match Json.tryProp e "target_source" with
                           | None -> (PredictorSlot.Create(layer, kind, prior)).Targets

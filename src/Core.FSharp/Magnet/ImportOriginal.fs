@@ -9,6 +9,7 @@ open System.Collections.Generic
 open System.IO
 open System.Text.Json
 open TorchSharp
+open MagnetWhisper.Core.Segments
 open MagnetWhisper.Core.Whisper
 
 /// The contents of an original `boundary_params.pt`.
@@ -36,22 +37,33 @@ type ImportOptions =
       Batching: BatchingRule
       /// What BP1 pools in RL mode (default: the original's all-ones boundaries, DECISIONS #4); other kinds keep
       /// PoolSampled.
-      Bp1RlPooling: RlPooling }
+      Bp1RlPooling: RlPooling
+      /// Precision of the target probability of every predictor's target-count loss (default: the original's
+      /// float32, DECISIONS #11).
+      TargetClamp: Losses.TargetClamp
+      /// Inference threshold of BP1 and BP4: Some 0.5 (default) is what the original always used at inference for
+      /// them, whatever `layer_thresholds` says; None uses the saved threshold at inference too (DECISIONS #5).
+      /// The saved threshold is kept as `Threshold` (sampling) either way.
+      Bp1Bp4InferenceThreshold: float option }
 
     /// Reproduces the original's numbers: `Compatibility.Original`, BP3 `OriginalCrop`, `OriginalBatching` on every
-    /// predictor and BP1's all-ones RL pooling.
+    /// predictor, BP1's all-ones RL pooling, the float32 target clamp and BP1/BP4's inference threshold 0.5.
     static member Original =
         { Compatibility = Compatibility.Original
           Bp3Alignment = OriginalCrop
           Batching = OriginalBatching
-          Bp1RlPooling = PoolAllFrames }
+          Bp1RlPooling = PoolAllFrames
+          TargetClamp = Losses.ClampInFloat32
+          Bp1Bp4InferenceThreshold = Some 0.5 }
 
-    /// The project's behaviour (DECISIONS.md) with the original's weights.
+    /// The project's behaviour (DECISIONS.md) with the original's weights: every saved threshold used at inference.
     static member Project =
         { Compatibility = Compatibility.Default
           Bp3Alignment = Aligned
           Batching = BatchIndependent
-          Bp1RlPooling = PoolSampled }
+          Bp1RlPooling = PoolSampled
+          TargetClamp = Losses.ClampInFloat64
+          Bp1Bp4InferenceThreshold = None }
 
 /// Reading original checkpoints.
 [<RequireQualifiedAccess>]
@@ -198,7 +210,12 @@ module OriginalCheckpoint =
                       HiddenDim = hidden
                       UNetAlignment = (if kind = Bp3 then options.Bp3Alignment else d.UNetAlignment)
                       Batching = options.Batching
-                      RlPooling = (if kind = Bp1 then options.Bp1RlPooling else d.RlPooling) }
+                      RlPooling = (if kind = Bp1 then options.Bp1RlPooling else d.RlPooling)
+                      TargetClamp = options.TargetClamp
+                      InferenceThreshold =
+                        (match kind with
+                         | Bp1 | Bp4 -> options.Bp1Bp4InferenceThreshold
+                         | Bp2 | Bp3 -> d.InferenceThreshold) }
               { Layer = layer
                 Predictor = config
                 Targets = (PredictorSlot.Create(layer, kind, prior)).Targets } ]

@@ -31,10 +31,10 @@ type ForwardInput =
       Mode: PredictorMode
       /// RL mode of the predictors (DECISIONS #4).
       Rl: bool
-      /// Temperature and schedules for every predictor; None = each predictor's own.
-      Schedule: Schedule option
-      /// Target-progress lerp ρ ∈ [0, 1] (SPEC §6.4).
-      TargetProgress: float
+      /// Schedule of each predictor by encoder layer (`EncoderInput.Schedules`); no entry = the predictor's own.
+      Schedules: Map<int, Schedule>
+      /// Recorded actions to replay by encoder layer (`EncoderInput.Replay`).
+      Replay: Map<int, Tensor>
       /// Weight w of each utterance's own boundary loss in LossPerUtterance = CE_u + w · boundary loss_u, the negated
       /// reward of DECISIONS #4 (1 by default).
       RlBoundaryLossWeight: float }
@@ -42,17 +42,17 @@ type ForwardInput =
     /// Supervised training with sampled boundaries (seeded generator) and targets (rows, B).
     static member Training(mel: Tensor, frameMask: Tensor option, labels: Tensor, targets: Tensor option, generator: torch.Generator) =
         { Mel = mel; FrameMask = frameMask; Labels = labels; DecoderInputs = None; TokenMask = None; TargetMatrix = targets
-          Mode = Sample generator; Rl = false; Schedule = None; TargetProgress = 1.0; RlBoundaryLossWeight = 1.0 }
+          Mode = Sample generator; Rl = false; Schedules = Map.empty; Replay = Map.empty; RlBoundaryLossWeight = 1.0 }
 
     /// Evaluation: thresholded boundaries (deterministic), boundary loss 0.
     static member Evaluation(mel: Tensor, frameMask: Tensor option, labels: Tensor) =
         { Mel = mel; FrameMask = frameMask; Labels = labels; DecoderInputs = None; TokenMask = None; TargetMatrix = None
-          Mode = PredictorMode.Threshold; Rl = false; Schedule = None; TargetProgress = 1.0; RlBoundaryLossWeight = 1.0 }
+          Mode = PredictorMode.Threshold; Rl = false; Schedules = Map.empty; Replay = Map.empty; RlBoundaryLossWeight = 1.0 }
 
     /// The encoder part of the input.
     member i.EncoderInput: EncoderInput =
-        { Mel = i.Mel; FrameMask = i.FrameMask; TargetMatrix = i.TargetMatrix; Mode = i.Mode; Rl = i.Rl; Schedule = i.Schedule
-          TargetProgress = i.TargetProgress }
+        { Mel = i.Mel; FrameMask = i.FrameMask; TargetMatrix = i.TargetMatrix; Mode = i.Mode; Rl = i.Rl; Schedules = i.Schedules
+          Replay = i.Replay }
 
 /// The result of a forward pass with labels (SPEC §6.7 with DECISIONS #4). Dispose it to free its tensors.
 type ForwardResult =

@@ -65,12 +65,15 @@ type EncoderSelfAttentionMask =
     /// The original: only padded queries are masked, so valid frames also attend to padded positions.
     | QueriesOnly
 
-/// How often a count-trained predictor's targets are scheduled (DECISIONS #3).
+/// How often a count-trained predictor's targets are scheduled (DECISIONS #3). Both schedules come from the
+/// predictor's own `Schedule` (`EncoderInput.Schedules`): the encoder's target-progress lerp (`TargetProgress`) and
+/// BP1/BP4's compression schedule (`CompressionSchedule`); each is the identity at 1, its default.
 type TargetScheduling =
-    /// Once, by the encoder's target-progress lerp (SPEC §6.4); the predictor's own compression schedule is set to 1
-    /// (the identity) (default).
+    /// Once (default): a BP1/BP4 target goes through at most one of the two schedules. Whichever the trainer moves
+    /// below 1 applies; moving both below 1 for one predictor is an error naming the predictor (never a silent
+    /// override). BP2 has only the lerp.
     | ScheduleOnce
-    /// The original: the encoder's lerp, then BP1/BP4's own compression schedule (`Schedule.CompressionSchedule`).
+    /// The original: the encoder's lerp, then BP1/BP4's own compression schedule on top of it.
     | ScheduleTwice
 
 /// How the per-utterance cross-entropy of the RL loss is averaged (DECISIONS #4).
@@ -136,14 +139,13 @@ type MagnetOptions =
     /// These options with the default predictor of a kind before a layer.
     member o.WithPredictor(layer: int, kind: PredictorKind, prior: float) = o.WithSlot(PredictorSlot.Create(layer, kind, prior))
 
-    /// The original's numbers throughout: `Compatibility.Original`, and on every predictor slot the original
-    /// segmentation (batch-dependent forcing and tail, BP1's all-ones RL pooling) and BP3's cropped U-Net.
+    /// The original's numbers throughout: `Compatibility.Original`, and on every predictor slot
+    /// `PredictorConfig.AsOriginal` (batch-dependent forcing with maximum's tie gradient and tail, BP1's all-ones
+    /// RL pooling, BP3's cropped U-Net, the float32 target clamp, BP1/BP4's inference threshold 0.5).
     member o.WithOriginalCompatibility() =
         { o with
             Compatibility = Compatibility.Original
-            Predictors =
-                [ for s in o.Predictors ->
-                      { s with Predictor = { s.Predictor.WithOriginalSegmentation() with UNetAlignment = OriginalCrop } } ] }
+            Predictors = [ for s in o.Predictors -> { s with Predictor = s.Predictor.AsOriginal() } ] }
 
     /// These options with extra convolutions of the given strides (kernel 3, out-channels d_model).
     member o.WithConvStrides(dModel: int, strides: int seq) = { o with Convs = ConvConfig.FromStrides(strides, dModel) }

@@ -178,13 +178,19 @@ let originalForcedFrames (mask: Tensor option) (like: Tensor) : Tensor =
             torch.nn.functional.pad(firstPad.narrow(1L, 1L, l - 1L), [| 0L; 1L |], value = 0.0).to_type(dtype)
         | _ -> torch.zeros_like(like, dtype = dtype))
 
-/// Sets the original's forced frames (`originalForcedFrames`) to exactly 1, as a constant without gradient (the
-/// original's maximum splits the gradient of ties 50/50; here, as in forceLast, the forced frame carries none).
+/// The original's forcing (SPEC §4.1 step 5): the elementwise maximum of b and the forced frames
+/// (`originalForcedFrames`), taken only when some row of the batch is padded (otherwise b unchanged). torch's
+/// maximum splits the gradient of ties 50/50, so on a padded batch every frame where b equals the forced indicator
+/// (every 0 of b outside the forced frames, and a forced frame already at 1) passes half of b's gradient, a forced
+/// frame where b is 0 passes none, and b's other frames the full gradient (DECISIONS #1).
 /// b (B, L), mask (B, L) or None → (B, L).
 let forceOriginal (mask: Tensor option) (b: Tensor) : Tensor =
-    scoped (fun () ->
-        let f = originalForcedFrames mask b
-        b * (1.0 - f) + f)
+    let _, l = requireBatch "b" b
+    requireMaskLike b mask
+    match mask with
+    | Some m when l > 0L && m.eq(sc 0.0).any().item<bool>() ->
+        scoped (fun () -> torch.maximum(b, originalForcedFrames mask b))
+    | _ -> b.alias ()
 
 /// Masks then forces the last valid frame: forceLast mask (applyMask mask b). (B, L) → (B, L).
 let maskAndForce (mask: Tensor option) (b: Tensor) : Tensor =

@@ -49,11 +49,25 @@ let private softplus (x: Tensor) : Tensor =
     let positive = (x.clamp_min(0.0) + x - x.clamp_max(0.0)) / 2.0
     positive + x.abs().neg().exp().log1p()
 
+/// In which precision the target probability p = clamp(min(t, n')/n', 1e-6, 1 − 1e-6) of the target-count losses is
+/// formed and its logarithms taken (DECISIONS #11).
+type TargetClamp =
+    /// float64 (the default): 1 − 1e-6 is held exactly, so ln(1 − p) = ln(1e-6) when the target reaches n'.
+    | ClampInFloat64
+    /// The original's float32 tensors: 1 − 1e-6 rounds to 0.99999899, so ln(1 − p) = ln(1.0133e-6), about 1.3e-2
+    /// above ln(1e-6), whenever the target reaches the valid frames (every row while a compression schedule is 0).
+    | ClampInFloat32
+
 /// ln p and ln(1 − p) of p = clamp(min(t, n')/n', eps, 1 − eps), n' = max(n, 1) already applied by the caller,
-/// returned in dtype. Computed in float64: near the clamp, float32 holds 1 − 1e-6 only to ~1 %.
-let private targetLogs (dtype: torch.ScalarType) (nClamped: Tensor) (t: Tensor) : Tensor * Tensor =
-    let n64 = nClamped.to_type torch.float64
-    let p = (torch.minimum(t.to_type torch.float64, n64) / n64).clamp(Boundaries.sc TargetEpsilon, Boundaries.sc (1.0 - TargetEpsilon))
+/// formed in the precision of clamp and returned in dtype. float64 by default: near the clamp, float32 holds
+/// 1 − 1e-6 only to ~1 %.
+let private targetLogs (clamp: TargetClamp) (dtype: torch.ScalarType) (nClamped: Tensor) (t: Tensor) : Tensor * Tensor =
+    let precision =
+        match clamp with
+        | ClampInFloat64 -> torch.float64
+        | ClampInFloat32 -> torch.float32
+    let n = nClamped.to_type precision
+    let p = (torch.minimum(t.to_type precision, n) / n).clamp(Boundaries.sc TargetEpsilon, Boundaries.sc (1.0 - TargetEpsilon))
     p.log().to_type dtype, p.neg().log1p().to_type dtype
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -92,10 +106,10 @@ let binomialPerUtterance (prior: float) (k: Tensor) (n: Tensor) : Tensor =
 let binomial (prior: float) (k: Tensor) (n: Tensor) : Tensor =
     scoped (fun () -> (binomialPerUtterance prior k n).mean())
 
-/// Binomial loss from target counts: with n' = max(n, 1) and p = clamp(min(t, n')/n', 1e-6, 1 − 1e-6),
-/// NLL_Bin(k; n', p) / n'. Its derivative in k is [ψ(k+1) − ψ(n'−k+1) − logit p] / n'.
-/// k (B,) counts, n (B,) totals, t (B,) targets → (B,) in k's floating dtype.
-let binomialFromTargets (k: Tensor) (n: Tensor) (t: Tensor) : Tensor =
+/// Binomial loss from target counts with the target probability formed in the precision of clamp: with n' = max(n, 1)
+/// and p = clamp(min(t, n')/n', 1e-6, 1 − 1e-6), NLL_Bin(k; n', p) / n'. Its derivative in k is
+/// [ψ(k+1) − ψ(n'−k+1) − logit p] / n'. k (B,) counts, n (B,) totals, t (B,) targets → (B,) in k's floating dtype.
+let binomialFromTargetsWith (clamp: TargetClamp) (k: Tensor) (n: Tensor) (t: Tensor) : Tensor =
     let b = requireVector "k" k
     requireBroadcastable "n" b n
     requireBroadcastable "t" b t
@@ -103,13 +117,17 @@ let binomialFromTargets (k: Tensor) (n: Tensor) (t: Tensor) : Tensor =
         let dtype = workDtype k
         let kf = k.to_type dtype
         let nc = n.to_type(dtype).expand(kf.shape).clamp_min(1.0)
-        let lp, lq = targetLogs dtype nc t
+        let lp, lq = targetLogs clamp dtype nc t
         (binomialLogProb kf nc (lp - lq)).neg() / nc)
 
-/// Soft-count ("flexible") binomial loss without the coefficient: E = Σ_l b·m, n' = max(Σ_l m, 1) (L without a
-/// mask), p as in binomialFromTargets, loss = −(E ln p + (n' − E) ln(1 − p)) / n'. Differentiable in soft b.
+/// binomialFromTargetsWith ClampInFloat64. k (B,), n (B,), t (B,) → (B,).
+let binomialFromTargets (k: Tensor) (n: Tensor) (t: Tensor) : Tensor = binomialFromTargetsWith ClampInFloat64 k n t
+
+/// Soft-count ("flexible") binomial loss without the coefficient, p formed in the precision of clamp:
+/// E = Σ_l b·m, n' = max(Σ_l m, 1) (L without a mask), p as in binomialFromTargetsWith,
+/// loss = −(E ln p + (n' − E) ln(1 − p)) / n'. Differentiable in soft b.
 /// b (B, L), mask (B, L) or None, t (B,) → (B,) in b's floating dtype.
-let binomialFlexible (b: Tensor) (mask: Tensor option) (t: Tensor) : Tensor =
+let binomialFlexibleWith (clamp: TargetClamp) (b: Tensor) (mask: Tensor option) (t: Tensor) : Tensor =
     let batch, _ = Boundaries.requireBatch "b" b
     Boundaries.requireMaskLike b mask
     requireBroadcastable "t" batch t
@@ -119,8 +137,11 @@ let binomialFlexible (b: Tensor) (mask: Tensor option) (t: Tensor) : Tensor =
         let m = Boundaries.maskOrOnes bf mask
         let e = (bf * m).sum(1L)
         let nc = m.sum(1L).clamp_min(1.0)
-        let lp, lq = targetLogs dtype nc (t.expand(e.shape))
+        let lp, lq = targetLogs clamp dtype nc (t.expand(e.shape))
         (e * lp + (nc - e) * lq).neg() / nc)
+
+/// binomialFlexibleWith ClampInFloat64. b (B, L), mask (B, L) or None, t (B,) → (B,).
+let binomialFlexible (b: Tensor) (mask: Tensor option) (t: Tensor) : Tensor = binomialFlexibleWith ClampInFloat64 b mask t
 
 // ---------------------------------------------------------------------------------------------------------------
 // Hinge, repulsion, adjacency

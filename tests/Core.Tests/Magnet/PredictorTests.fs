@@ -164,12 +164,12 @@ let private expectedLoss (config: PredictorConfig) (input: PredictorInput) (o: P
     let schedule = input.Schedule
     match input.Mode with
     | Threshold -> torch.zeros_like(o.LossPerUtterance)
-    | Sample _ when input.Rl ->
+    | Sample _ | Replay _ when input.Rl ->
         let prior = Losses.scheduledPrior config.Prior schedule.PriorSchedule
         let binomial = Losses.binomialPerUtterance prior k n
         let capped = if config.Kind = Bp1 then binomial.clamp_max(sc 1.0) else binomial
         capped + Losses.repulsionPerUtterance o.Boundaries (Some mask) + Losses.adjacencyPerUtterance o.Boundaries (Some mask)
-    | Sample _ ->
+    | Sample _ | Replay _ ->
         match config.Kind, input.Targets with
         | (Bp1 | Bp4), Some t ->
             let effective = Losses.compressionScheduledTargets schedule.CompressionSchedule (Losses.scheduleTotals (Some mask) t) t
@@ -181,7 +181,7 @@ let private expectedLoss (config: PredictorConfig) (input: PredictorInput) (o: P
         | _, None -> failwith "no targets"
 
 let private schedule =
-    { Temperature = 0.7; CompressionSchedule = 0.5; PriorSchedule = 0.5; BoundaryLossWeight = 0.7 }
+    { Temperature = 0.7; CompressionSchedule = 0.5; PriorSchedule = 0.5; BoundaryLossWeight = 0.7; TargetProgress = 1.0 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Expected state-dict keys (SPEC §6.9)

@@ -75,4 +75,4 @@ type BoundaryPredictor2(config: PredictorConfig, dim: int) as this =
 
     /// 10 · binomial from the raw targets (SPEC §4.3 step 6; no internal schedule).
     override this.CountLoss(input: PredictorInput, counts: Tensor, valid: Tensor) : Tensor =
-        Losses.binomialFromTargets counts valid (this.RequireTargets input) * PredictorConstants.LossMultiplier
+        Losses.binomialFromTargetsWith this.Config.TargetClamp counts valid (this.RequireTargets input) * PredictorConstants.LossMultiplier

@@ -164,7 +164,7 @@ type BoundaryPredictor3(config: PredictorConfig, dim: int) as this =
     /// Schedule.BoundaryLossWeight (0 by default, as the original).
     override this.CountLoss(input: PredictorInput, counts: Tensor, valid: Tensor) : Tensor =
         match input.Targets with
-        | Some targets -> Losses.binomialFromTargets counts valid targets * PredictorConstants.LossMultiplier
+        | Some targets -> Losses.binomialFromTargetsWith this.Config.TargetClamp counts valid targets * PredictorConstants.LossMultiplier
         | None ->
             let prior = Losses.scheduledPrior this.Config.Prior input.Schedule.PriorSchedule
             Losses.binomialPerUtterance prior counts valid

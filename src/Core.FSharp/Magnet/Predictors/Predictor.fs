@@ -142,7 +142,14 @@ type PredictorConfig =
       /// Forced boundary and tail rule (DECISIONS #1): BatchIndependent (default) or OriginalBatching.
       Batching: BatchingRule
       /// What RL mode pools (DECISIONS #4): PoolSampled (default) or PoolAllFrames (the original; BP1 only).
-      RlPooling: RlPooling }
+      RlPooling: RlPooling
+      /// The threshold at inference when it differs from Threshold: None (default) uses Threshold; the original's
+      /// BP1 and BP4 always thresholded at the literal 0.5 at inference, whatever their saved threshold
+      /// (`AsOriginal` sets Some 0.5 for them; DECISIONS #5).
+      InferenceThreshold: float option
+      /// Precision of the target probability of the target-count losses (DECISIONS #11): ClampInFloat64 (default)
+      /// or the original's ClampInFloat32.
+      TargetClamp: Losses.TargetClamp }
 
     /// The original's construction for a kind, with the DECISIONS applied: temperature 1, threshold 0.5, attention
     /// pooling for BP1–BP3 and mean pooling for BP4, hidden width D (BP4: ⌊D/3⌋), dropout 0.1 (BP4: 0), initial
@@ -162,7 +169,12 @@ type PredictorConfig =
           UNetAlignment = Aligned
           RlBinomialCap = (match kind with Bp1 -> Some PredictorConstants.RlBinomialCap | _ -> None)
           Batching = BatchIndependent
-          RlPooling = PoolSampled }
+          RlPooling = PoolSampled
+          InferenceThreshold = None
+          TargetClamp = Losses.ClampInFloat64 }
+
+    /// The threshold of inference (Threshold mode): InferenceThreshold, or Threshold when it is None.
+    member c.EffectiveInferenceThreshold: float = defaultArg c.InferenceThreshold c.Threshold
 
     /// The configuration with the original's segmentation: OriginalBatching and, for BP1, all-ones RL pooling
     /// (BP3's U-Net alignment is a separate option and is left unchanged).
@@ -170,6 +182,15 @@ type PredictorConfig =
         { c with
             Batching = OriginalBatching
             RlPooling = (match c.Kind with Bp1 -> PoolAllFrames | _ -> c.RlPooling) }
+
+    /// Every option of the predictor that reproduces the original's numbers: `WithOriginalSegmentation` (with the
+    /// 50/50 tie gradient of the forced boundary), BP3's cropped U-Net, the float32 target clamp and, for BP1 and
+    /// BP4, the literal inference threshold 0.5.
+    member c.AsOriginal() : PredictorConfig =
+        { c.WithOriginalSegmentation() with
+            UNetAlignment = OriginalCrop
+            TargetClamp = Losses.ClampInFloat32
+            InferenceThreshold = (match c.Kind with Bp1 | Bp4 -> Some 0.5 | Bp2 | Bp3 -> c.InferenceThreshold) }
 
 /// Values a trainer sets before each forward pass (DECISIONS #8: inputs, not state of the module).
 type Schedule =
@@ -181,13 +202,17 @@ type Schedule =
       /// Prior schedule s ∈ [0, 1]: the prior used is p_t / (p_t + s·(1 − p_t)) (BP3 without targets, RL mode).
       PriorSchedule: float
       /// Weight of BP3's prior-scheduled loss when it has no targets (the original's `boundary_loss_weight`).
-      BoundaryLossWeight: float }
+      BoundaryLossWeight: float
+      /// The encoder's target-progress lerp ρ ∈ [0, 1] of this predictor's targets (SPEC §6.4): 0 → every frame a
+      /// boundary, 1 → the targets. Applied by the encoder before the predictor runs; a predictor called directly
+      /// gets its targets as given.
+      TargetProgress: float }
 
     /// The original's effective values in training: τ = 1, compression schedule 1 and prior schedule 1 (whisper.py's
     /// CompressionScheduler sets the schedule of every predictor to the constant 1, overriding BP1/BP4's initial 0),
-    /// boundary-loss weight 0 (BP2/BP3's default; the weight scheduler was never registered).
+    /// boundary-loss weight 0 (BP2/BP3's default; the weight scheduler was never registered), target progress 1.
     static member Default: Schedule =
-        { Temperature = 1.0; CompressionSchedule = 1.0; PriorSchedule = 1.0; BoundaryLossWeight = 0.0 }
+        { Temperature = 1.0; CompressionSchedule = 1.0; PriorSchedule = 1.0; BoundaryLossWeight = 0.0; TargetProgress = 1.0 }
 
     /// `Schedule.Default` with the configured temperature.
     static member OfConfig(config: PredictorConfig) : Schedule =
@@ -198,8 +223,17 @@ type PredictorMode =
     /// Training: relaxed-Bernoulli samples (Bernoulli samples in RL mode) drawn from the generator, so the same seed
     /// reproduces the same boundaries; a boundary loss is computed.
     | Sample of torch.Generator
-    /// Inference: deterministic boundaries 1[p > threshold]; the loss is 0.
+    /// Inference: deterministic boundaries 1[p > threshold] (`PredictorConfig.EffectiveInferenceThreshold`); the
+    /// loss is 0.
     | Threshold
+    /// Replays recorded actions instead of sampling (PPO ratios, the KL penalty of DECISIONS #4): the (B, L) hard
+    /// actions (nonzero = boundary, as `PredictorOutput.Actions` of the sampling pass; masked and forced like a
+    /// sample) are pooled, and LogProb is their log-probability under the current weights, differentiable into
+    /// the scorer. Losses are computed as when sampling; the straight-through boundaries of a supervised replay
+    /// carry p's gradient (the relaxed sample of the recording is not kept). With unchanged weights and dropout
+    /// off (eval(), or Dropout 0) every value equals the recording's; in training mode dropout draws from
+    /// TorchSharp's global generator.
+    | Replay of actions: Tensor
 
 /// The input of a predictor's forward pass.
 type PredictorInput =
@@ -210,7 +244,7 @@ type PredictorInput =
       /// (B,) target boundary counts of this predictor (its own row of the target matrix, DECISIONS #3), or None.
       /// BP1/BP2/BP4 need them when sampling outside RL mode.
       Targets: Tensor option
-      /// Sampled (training) or thresholded (inference).
+      /// Sampled (training), thresholded (inference) or replayed (recorded actions, PPO ratios).
       Mode: PredictorMode
       /// RL mode (DECISIONS #4): Bernoulli samples without relaxation are pooled, their log-probability is returned
       /// with a gradient into the scorer, and the per-utterance loss is the prior-scheduled binomial (capped for
@@ -241,7 +275,7 @@ type PredictorOutput =
       /// (B,) valid frames per utterance (Σ mask, or L).
       ValidCounts: Tensor
       /// (B,) log-probability of the sampled boundaries under independent Bernoulli(p) frames, over each row's valid
-      /// frames except its forced last one; differentiable in p. Present when sampling, and in RL mode.
+      /// frames except its forced last one; differentiable in p. Present when sampling or replaying, and in RL mode.
       LogProb: Tensor option
       /// (B,) mean |p − 0.5| over valid frames, detached.
       Confidence: Tensor
@@ -259,6 +293,9 @@ type PredictorOutput =
       AdjacencyOverall: Tensor
       /// (B, L) the hard boundaries that were pooled (0/1, masked, forced last frame), detached; for visualisation.
       Boundaries: Tensor
+      /// (B, L) the raw hard actions before masking and forcing (0/1, detached): the sample (Sample), the replayed
+      /// actions (Replay) or the thresholded probabilities (Threshold). `Replay Actions` reproduces the pass.
+      Actions: Tensor
       /// (B, L) boundary probabilities p (0 on padded frames), differentiable.
       Probabilities: Tensor }
 
@@ -268,7 +305,7 @@ type PredictorOutput =
             [ [ o.Pooled; o.Mask; o.LossPerUtterance; o.Loss; o.BoundaryCounts; o.ValidCounts ]
               Option.toList o.LogProb
               [ o.Confidence; o.Entropy; o.SpacingCv; o.CvDefined; o.MeanSpacingCv; o.Adjacency; o.AdjacencyOverall
-                o.Boundaries; o.Probabilities ] ]
+                o.Boundaries; o.Actions; o.Probabilities ] ]
 
     /// Disposes every tensor of the record.
     member o.Dispose() =
@@ -298,6 +335,9 @@ module internal PredictorCore =
             invalidArg "config" $"Temperature must be positive, but is {config.Temperature}"
         if not (config.Threshold >= 0.0 && config.Threshold <= 1.0) then
             invalidArg "config" $"Threshold must be in [0, 1], but is {config.Threshold}"
+        match config.InferenceThreshold with
+        | Some t when not (t >= 0.0 && t <= 1.0) -> invalidArg "config" $"InferenceThreshold must be in [0, 1], but is {t}"
+        | _ -> ()
         if not (config.Dropout >= 0.0 && config.Dropout < 1.0) then
             invalidArg "config" $"Dropout must be in [0, 1), but is {config.Dropout}"
         match config.HiddenDim with
@@ -431,7 +471,7 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
         match input.Targets with
         | Some t -> t
         | None ->
-            invalidOp $"{this.Config.Kind} needs target boundary counts (PredictorInput.Targets) when sampling outside RL mode"
+            invalidOp $"{this.Config.Kind} needs target boundary counts (PredictorInput.Targets) when sampling or replaying outside RL mode"
 
     /// The binomial loss of BP1/BP4: 10 · NLL_Bin(k; n', t_eff)/n' with t_eff the targets after the compression
     /// schedule (SPEC §4.2 step 6). (B,).
@@ -439,7 +479,7 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
         let targets = this.RequireTargets input
         let totals = Losses.scheduleTotals input.Mask targets
         let effective = Losses.compressionScheduledTargets input.Schedule.CompressionSchedule totals targets
-        Losses.binomialFromTargets counts valid effective * PredictorConstants.LossMultiplier
+        Losses.binomialFromTargetsWith config.TargetClamp counts valid effective * PredictorConstants.LossMultiplier
 
     /// Runs the predictor on one batch (see the type's summary and `PredictorInput`/`PredictorOutput`).
     override this.forward(input: PredictorInput) : PredictorOutput =
@@ -461,6 +501,11 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
         let schedule = input.Schedule
         if not (schedule.Temperature > 0.0) then
             invalidArg "input" $"Schedule.Temperature must be positive, but is {schedule.Temperature}"
+        match input.Mode with
+        | Replay actions ->
+            if actions.shape <> [| b; l |] then
+                invalidArg "input" $"the replayed actions (PredictorMode.Replay) must have shape ({b}, {l}) like input.Hidden's first two dimensions, but have shape {showShape actions.shape}"
+        | Sample _ | Threshold -> ()
         use _ = torch.NewDisposeScope()
         let work = computeType hidden
         let maskDtype =
@@ -472,7 +517,7 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
         let generator =
             match input.Mode with
             | Sample g -> Some g
-            | Threshold -> None
+            | Threshold | Replay _ -> None
         let scores = this.Score(hidden, mask, generator)
         let p = Boundaries.applyMask mask scores.Probabilities
         let maskAndForce = PredictorCore.maskAndForce config
@@ -480,32 +525,37 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
             match config.Kind with
             | Bp2 | Bp3 -> Boundaries.straightThrough (maskAndForce m h) (maskAndForce m z)
             | Bp1 | Bp4 -> maskAndForce m (Boundaries.straightThrough h z)
-        let actions =
+        let actionFrames =
             match config.Batching with
             | BatchIndependent -> PredictorCore.actionMask mask p
             | OriginalBatching -> Boundaries.maskOrOnes p mask
-        let logProbOf (h: Tensor) = Boundaries.logProb (Some actions) p h
-        let boundaries, logProb =
+        let logProbOf (h: Tensor) = Boundaries.logProb (Some actionFrames) p h
+        // Recorded actions as 0/1 in p's dtype on p's device (a copy: the caller keeps its tensor).
+        let replayed (a: Tensor) = a.detach().``to``(p.device).ne(Boundaries.sc 0.0).to_type(p.dtype)
+        // RL actions h (Bernoulli(p), no relaxation) are pooled themselves (DECISIONS #4) or, with PoolAllFrames, all ones.
+        let rlStep (h: Tensor) =
+            let pooledBoundaries =
+                match config.RlPooling with
+                | PoolSampled -> h
+                | PoolAllFrames -> torch.ones_like h
+            h, maskAndForce mask pooledBoundaries, Some(logProbOf h)
+        let actions, boundaries, logProb =
             match input.Mode, input.Rl with
-            | Sample generator, true ->
-                // Bernoulli(p) without relaxation: these actions are pooled (DECISIONS #4).
-                let u = Boundaries.uniformLike generator p
-                let h = u.lt(p.detach()).to_type(p.dtype)
-                let pooledBoundaries =
-                    match config.RlPooling with
-                    | PoolSampled -> h
-                    | PoolAllFrames -> torch.ones_like h
-                maskAndForce mask pooledBoundaries, Some(logProbOf h)
+            | Sample generator, true -> rlStep ((Boundaries.uniformLike generator p).lt(p.detach()).to_type(p.dtype))
+            | Replay a, true -> rlStep (replayed a)
             | Sample generator, false ->
                 let z =
                     match scores.Logits with
                     | Some logits -> Boundaries.relaxedSampleLogits generator schedule.Temperature logits
                     | None -> Boundaries.relaxedSample generator schedule.Temperature p
                 let h = Boundaries.hard config.Threshold z
-                steOrder mask h z, Some(logProbOf h)
+                h, steOrder mask h z, Some(logProbOf h)
+            | Replay a, false ->
+                let h = replayed a
+                h, steOrder mask h p, Some(logProbOf h)
             | Threshold, rl ->
-                let h = Boundaries.hard config.Threshold p
-                steOrder mask h p, (if rl then Some(logProbOf h) else None)
+                let h = Boundaries.hard config.EffectiveInferenceThreshold p
+                h, steOrder mask h p, (if rl then Some(logProbOf h) else None)
         let pooled = Positions.addSinusoidal (this.Pool(boundaries, mask, scores.Features))
         let stats = Boundaries.stats mask p boundaries
         let counts = Boundaries.counts(boundaries).to_type(work)
@@ -513,7 +563,7 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
         let perUtterance =
             match input.Mode with
             | Threshold -> torch.zeros([| b |], dtype = work, device = hidden.device)
-            | Sample _ when input.Rl ->
+            | Sample _ | Replay _ when input.Rl ->
                 let prior = Losses.scheduledPrior config.Prior schedule.PriorSchedule
                 let binomial = Losses.binomialPerUtterance prior counts valid
                 let capped =
@@ -523,7 +573,7 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
                 capped
                 + Losses.repulsionPerUtterance boundaries mask
                 + Losses.adjacencyPerUtterance boundaries mask
-            | Sample _ -> this.CountLoss(input, counts, valid)
+            | Sample _ | Replay _ -> this.CountLoss(input, counts, valid)
         let perUtterance = perUtterance.to_type(work)
         let keep (t: Tensor) = t.MoveToOuterDisposeScope()
         { Pooled = keep pooled
@@ -541,4 +591,5 @@ type BoundaryPredictor(name: string, config: PredictorConfig, dim: int) =
           Adjacency = keep stats.Adjacency
           AdjacencyOverall = keep stats.AdjacencyOverall
           Boundaries = keep stats.Positions
+          Actions = keep (actions.detach())
           Probabilities = keep p }
