@@ -96,14 +96,82 @@ let toMono (w: Waveform) : float32[] =
                 s <- s + c.[i]
             s / k)
 
-/// Mixes to mono and resamples to 16 kHz with the band-limited resampler (Resample).
-let toWhisperRate (w: Waveform) : float32[] = Resample.resample w.SampleRate LogMel.SampleRate (toMono w)
+/// How audio at another sample rate is brought to Whisper's 16 kHz mono.
+type ResampleMethod =
+    /// What openai/whisper's `load_audio` gets from `ffmpeg -i FILE -ac 1 -ar 16000 -f s16le`: ffmpeg's default
+    /// resampler (FfmpegResample; bit-exact on 8/16-bit input), each channel resampled and then mixed as ffmpeg
+    /// mixes (two channels: their average rounded half up in 16 bits), and the result rounded to 16 bits. The
+    /// log-mel features then equal openai/whisper's, which the models were trained on. The default.
+    | FfmpegCompatible
+    /// The band-limited resampler of Resample (flat within 0.0001 dB to 7.2 kHz, ≥ 110 dB stopband): channels
+    /// averaged in float32, then resampled, without 16-bit rounding.
+    | HighQuality
+
+/// True when every sample is a multiple of 2^−15 in [−1, 1): the audio was 8- or 16-bit PCM, which ffmpeg
+/// resamples and mixes in 16-bit integers.
+let private is16Bit (w: Waveform) =
+    w.Channels
+    |> Array.forall (Array.forall (fun v ->
+        let q = v * 32768.0f
+        q = MathF.Round q && q >= -32768.0f && q <= 32767.0f))
+
+/// ffmpeg's mix of one, two or more channels of 16-bit samples: two channels get gains 0.5 in Q15 with rounding
+/// ((a + b + 1) >> 1); more channels are averaged (ffmpeg would use its layout-dependent surround matrix).
+let private mixInt16 (channels: int16[][]) : int16[] =
+    match channels with
+    | [| c |] -> c
+    | [| a; b |] -> Array.init a.Length (fun i -> int16 ((int a.[i] + int b.[i] + 1) >>> 1))
+    | cs ->
+        let n = float cs.Length
+        Array.init cs.[0].Length (fun i -> int16 (Math.Floor((cs |> Array.sumBy (fun c -> float c.[i])) / n + 0.5)))
+
+/// 16 kHz mono as `ffmpeg -ac 1 -ar 16000 -f s16le` produces it, scaled by 1/32768 (see FfmpegCompatible).
+let private toWhisperRateLikeFfmpeg (w: Waveform) : float32[] =
+    let rate = LogMel.SampleRate
+    if w.Channels.Length = 0 then [||]
+    elif is16Bit w then
+        let channels = w.Channels |> Array.map (Array.map (fun v -> int16 (v * 32768.0f)))
+        let resampled =
+            if w.SampleRate = rate then channels
+            else
+                let filter = FfmpegResample.create w.SampleRate rate
+                channels |> Array.map (FfmpegResample.applyInt16 filter)
+        mixInt16 resampled |> Array.map (fun s -> float32 s / 32768.0f)
+    else
+        let resampled =
+            if w.SampleRate = rate then w.Channels
+            else
+                let filter = FfmpegResample.create w.SampleRate rate
+                w.Channels |> Array.map (FfmpegResample.applyFloat filter)
+        let mixed =
+            match resampled with
+            | [| c |] -> c
+            | [| a; b |] -> Array.init a.Length (fun i -> 0.5f * a.[i] + 0.5f * b.[i])
+            | cs -> toMono { SampleRate = rate; Channels = cs }
+        // ffmpeg's float → s16 conversion: scale by 2^15, round to nearest even, saturate.
+        mixed |> Array.map (fun v -> (max -32768.0f (min 32767.0f (MathF.Round(v * 32768.0f)))) / 32768.0f)
+
+/// Mixes to mono and resamples to 16 kHz with the given method.
+let toWhisperRateWith (method: ResampleMethod) (w: Waveform) : float32[] =
+    match method with
+    | FfmpegCompatible -> toWhisperRateLikeFfmpeg w
+    | HighQuality -> Resample.resample w.SampleRate LogMel.SampleRate (toMono w)
+
+/// Mixes to mono and resamples to 16 kHz as openai/whisper's `load_audio` does (FfmpegCompatible).
+let toWhisperRate (w: Waveform) : float32[] = toWhisperRateWith FfmpegCompatible w
+
+/// Loads an audio file as 16 kHz mono float32 samples, full scale ±1, resampled with the given method and with the
+/// given ffmpeg for formats other than WAV and FLAC (ffmpeg then resamples them itself, with its default
+/// resampler, whatever the method; see decodeUsing for the errors).
+let loadWith (method: ResampleMethod) (ffmpeg: string option) (path: string) : float32[] =
+    decodeUsing ffmpeg path |> toWhisperRateWith method
 
 /// Loads an audio file as 16 kHz mono float32 samples, full scale ±1, with the given ffmpeg for formats other than
-/// WAV and FLAC (see decodeUsing for the errors).
-let loadUsing (ffmpeg: string option) (path: string) : float32[] = decodeUsing ffmpeg path |> toWhisperRate
+/// WAV and FLAC (see decodeUsing for the errors), resampled as openai/whisper does (FfmpegCompatible).
+let loadUsing (ffmpeg: string option) (path: string) : float32[] = loadWith FfmpegCompatible ffmpeg path
 
 /// Loads an audio file as 16 kHz mono float32 samples, full scale ±1: WAV and FLAC in-process, other formats via
-/// ffmpeg on PATH. Errors name the file: FileNotFoundException, InvalidDataException (corrupt or truncated),
-/// NotSupportedException (unsupported encoding, or ffmpeg needed but not installed).
+/// ffmpeg on PATH, resampled as openai/whisper does (FfmpegCompatible). Errors name the file:
+/// FileNotFoundException, InvalidDataException (corrupt or truncated), NotSupportedException (unsupported
+/// encoding, or ffmpeg needed but not installed).
 let load (path: string) : float32[] = loadUsing (findFfmpeg ()) path

@@ -1,4 +1,4 @@
-/// Band-limited sample-rate conversion: a polyphase Kaiser-windowed-sinc filter for any rational ratio L/M
+/// Band-limited sample-rate conversion (Audio.ResampleMethod.HighQuality; the default is FfmpegResample): a polyphase Kaiser-windowed-sinc filter for any rational ratio L/M
 /// (e.g. 44100 → 16000 is 160/441).
 ///
 /// Quality, with band = min(input, output rate)/2 (measured by the tests and on 44.1/48/22.05 kHz → 16 kHz):

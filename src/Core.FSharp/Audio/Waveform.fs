@@ -29,7 +29,10 @@ module internal AudioErrors =
     let readAllBytes (path: string) : byte[] =
         if Directory.Exists path then invalid path "is a directory, not an audio file"
         if not (File.Exists path) then raise (FileNotFoundException($"{path}: file not found", path))
-        let info = FileInfo path
-        if info.Length > int64 Array.MaxLength then
-            unsupported path $"file of {info.Length} bytes is larger than the 2 GB the in-memory decoders accept"
-        File.ReadAllBytes path
+        // The opened file's length: FileInfo.Length of a symbolic link is the link's own length.
+        use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read)
+        if stream.Length > int64 Array.MaxLength then
+            unsupported path $"file of {stream.Length} bytes is larger than the 2 GB the in-memory decoders accept"
+        let bytes = Array.zeroCreate<byte> (int stream.Length)
+        stream.ReadExactly(bytes, 0, bytes.Length)
+        bytes

@@ -5,9 +5,11 @@ open System.Collections.Concurrent
 open System.Collections.Generic
 open System.Diagnostics
 open System.Globalization
+open System.IO
 open System.Numerics
 open System.Text
 open System.Text.RegularExpressions
+open System.Threading.Tasks
 
 /// Where the phonemes of a word came from.
 type PronunciationSource =
@@ -24,7 +26,8 @@ type PronunciationSource =
 type OovFallback =
     /// Letter-to-sound rules: deterministic, no external program.
     | UseLetterRules
-    /// Run this espeak-ng executable (e.g. "espeak-ng"); words it cannot do fall back to the letter rules.
+    /// Run this espeak-ng executable (e.g. "espeak-ng", looked up on PATH); words it cannot do fall back to the
+    /// letter rules, and PhonemeCount.Warnings says which and why.
     | UseEspeak of command: string
 
 /// Options of the phoneme counter.
@@ -32,10 +35,12 @@ type PhonemeOptions =
     { /// Spell out numbers, currency and ordinals first ("$5" → "5 dollars" → "five dollars"), as g2p_en does.
       SpellOutNumbers: bool
       /// Counting of out-of-vocabulary words.
-      Fallback: OovFallback }
+      Fallback: OovFallback
+      /// How long one espeak-ng run may take before it is stopped and the word falls back to the letter rules.
+      EspeakTimeout: TimeSpan }
 
-    /// Numbers spelled out, letter rules for unknown words.
-    static member Default = { SpellOutNumbers = true; Fallback = UseLetterRules }
+    /// Numbers spelled out, letter rules for unknown words, 10 s for an espeak-ng run.
+    static member Default = { SpellOutNumbers = true; Fallback = UseLetterRules; EspeakTimeout = TimeSpan.FromSeconds 10.0 }
 
 /// The phonemes of one word.
 type WordPhonemes =
@@ -55,7 +60,11 @@ type PhonemeCount =
       /// Every word in order.
       Words: WordPhonemes list
       /// The words the dictionary lacks, in order of appearance (repeats included).
-      OutOfVocabulary: string list }
+      OutOfVocabulary: string list
+      /// Why words were counted by the letter rules although espeak-ng was asked for, one line per distinct
+      /// problem naming the command and the words ("espeak-ng: exited with code 1: …; letter rules used for
+      /// zorbling"). Empty when espeak-ng was not asked for or did every word. Print these to the user.
+      Warnings: string list }
 
 /// Spells out numbers as g2p_en's `normalize_numbers` does (after tacotron): commas in numbers dropped,
 /// "£5" → "5 pounds", "$2.50" → "2 dollars, 50 cents", "3.14" → "3 point 14", "21st" → "twenty-first",
@@ -294,44 +303,81 @@ module Phonemes =
               let w = if dictionary.Force().ContainsKey w then w else w.Trim '\''
               if w.Length > 0 then yield w ]
 
-    let private espeakCache = ConcurrentDictionary<string * string, string list option>()
+    /// The executable a command names: itself when it contains a directory, else the first match on PATH.
+    let private resolve (command: string) : string option =
+        if command.Contains Path.DirectorySeparatorChar || command.Contains Path.AltDirectorySeparatorChar then
+            if File.Exists command then Some(Path.GetFullPath command) else None
+        else
+            let names = if OperatingSystem.IsWindows() && not (command.EndsWith ".exe") then [ command + ".exe"; command ] else [ command ]
+            (Environment.GetEnvironmentVariable "PATH" |> Option.ofObj |> Option.defaultValue "").Split(Path.PathSeparator)
+            |> Seq.filter (String.IsNullOrWhiteSpace >> not)
+            |> Seq.collect (fun dir -> names |> Seq.map (fun n -> Path.Combine(dir, n)))
+            |> Seq.tryFind File.Exists
 
-    /// IPA segments of a word by espeak-ng (US English), or None if it cannot be run.
-    let private espeak (command: string) (word: string) : string list option =
-        espeakCache.GetOrAdd(
-            (command, word),
-            fun (command, word) ->
-                try
-                    let start = ProcessStartInfo(command, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-                    for a in [ "-q"; "--ipa"; "--sep=_"; "-v"; "en-us"; word ] do
-                        start.ArgumentList.Add a
-                    use proc = Process.Start start
-                    let output = proc.StandardOutput.ReadToEnd()
-                    proc.WaitForExit()
-                    if proc.ExitCode <> 0 then None
-                    else
-                        output.Replace("ˈ", "").Replace("ˌ", "").Split([| '_'; ' '; '\n'; '\r'; '\t' |], StringSplitOptions.RemoveEmptyEntries)
-                        |> List.ofArray
-                        |> function
-                            | [] -> None
-                            | segments -> Some segments
-                with _ ->
-                    None
-        )
+    /// Results per (executable, word); a failure of the executable as a whole (it cannot start, or hangs) is
+    /// remembered per executable so that later words do not wait for it again.
+    let private espeakCache = ConcurrentDictionary<string * string, Result<string list, string>>()
+    let private espeakBroken = ConcurrentDictionary<string, string>()
+
+    /// Runs espeak-ng once for a word: both pipes are drained concurrently (a chatty stderr cannot fill its pipe
+    /// and block the child), the run is stopped after `timeout`, and every failure is returned as a reason.
+    let private runEspeak (exe: string) (timeout: TimeSpan) (word: string) : Result<string list, string> =
+        let start = ProcessStartInfo(exe, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+        for a in [ "-q"; "--ipa"; "--sep=_"; "-v"; "en-us"; word ] do
+            start.ArgumentList.Add a
+        match (try Ok(Process.Start start) with e -> Error $"could not be started: {e.Message}") with
+        | Error e -> Error e
+        | Ok proc ->
+            use proc = proc
+            let stdout = proc.StandardOutput.ReadToEndAsync()
+            let stderr = proc.StandardError.ReadToEndAsync()
+            if not (proc.WaitForExit timeout) then
+                try proc.Kill true with _ -> ()
+                Error $"did not finish within {timeout.TotalSeconds:G3} s and was stopped"
+            // A grandchild holding the pipes open must not hang us either.
+            elif not (Task.WaitAll([| stdout :> Task; stderr :> Task |], timeout)) then
+                Error $"kept its output open for more than {timeout.TotalSeconds:G3} s after exiting"
+            elif proc.ExitCode <> 0 then
+                let message = stderr.Result.Trim()
+                let message = if message.Length > 300 then message.Substring(0, 300) + " …" else message
+                Error(if message = "" then $"exited with code {proc.ExitCode}" else $"exited with code {proc.ExitCode}: {message}")
+            else
+                match
+                    stdout.Result.Replace("ˈ", "").Replace("ˌ", "").Split([| '_'; ' '; '\n'; '\r'; '\t' |], StringSplitOptions.RemoveEmptyEntries)
+                    |> List.ofArray
+                with
+                | [] -> Error "printed no phonemes"
+                | segments -> Ok segments
+
+    /// IPA segments of a word by espeak-ng (US English), or why there are none.
+    let private espeak (command: string) (timeout: TimeSpan) (word: string) : Result<string list, string> =
+        match resolve command with
+        | None -> Error "not found (install espeak-ng, e.g. `apt-get install espeak-ng`, or give its full path)"
+        | Some exe ->
+            match espeakBroken.TryGetValue exe with
+            | true, reason -> Error reason
+            | _ ->
+                espeakCache.GetOrAdd((exe, word), fun (exe, word) ->
+                    let result = runEspeak exe timeout word
+                    match result with
+                    | Error reason when reason.StartsWith "could not be started" || reason.Contains "was stopped" ->
+                        espeakBroken.TryAdd(exe, reason) |> ignore
+                    | _ -> ()
+                    result)
 
     /// ARPAbet length of espeak-ng segments: its syllabic "əl", "ən", "əm" are two phonemes (AH0 L, …).
     let private espeakCount (segments: string list) =
         segments |> List.sumBy (fun s -> if s.Length > 1 && s.StartsWith "ə" && "lnm".Contains s[s.Length - 1] then 2 else 1)
 
-    /// The phonemes of one normalised word.
-    let private pronounce (fallback: OovFallback) (word: string) : WordPhonemes =
+    /// The phonemes of one normalised word, and why espeak-ng could not do it when it was asked for and failed.
+    let private pronounce (options: PhonemeOptions) (word: string) : WordPhonemes * string option =
         let rules () = { Word = word; Count = LetterRules.count word; Pronunciation = []; Source = LetterRules }
         match lookup word with
-        | Some phonemes -> { Word = word; Count = phonemes.Length; Pronunciation = phonemes; Source = CmuDict }
+        | Some phonemes -> { Word = word; Count = phonemes.Length; Pronunciation = phonemes; Source = CmuDict }, None
         | None ->
             let possessive =
                 if word.EndsWith "'s" then lookup (word.Substring(0, word.Length - 2)) else None
-            match possessive, fallback with
+            match possessive, options.Fallback with
             | Some stem, _ ->
                 // the possessive is AH0 Z after a sibilant, S after another voiceless consonant, Z otherwise
                 let suffix =
@@ -339,19 +385,29 @@ module Phonemes =
                     | "S" | "Z" | "SH" | "ZH" | "CH" | "JH" -> [ "AH0"; "Z" ]
                     | "P" | "T" | "K" | "F" | "TH" -> [ "S" ]
                     | _ -> [ "Z" ]
-                { Word = word; Count = stem.Length + suffix.Length; Pronunciation = stem @ suffix; Source = CmuDictPossessive }
+                { Word = word; Count = stem.Length + suffix.Length; Pronunciation = stem @ suffix; Source = CmuDictPossessive }, None
             | None, UseEspeak command ->
-                match espeak command word with
-                | Some segments -> { Word = word; Count = espeakCount segments; Pronunciation = segments; Source = EspeakNg }
-                | None -> rules ()
-            | None, UseLetterRules -> rules ()
+                match espeak command options.EspeakTimeout word with
+                | Ok segments -> { Word = word; Count = espeakCount segments; Pronunciation = segments; Source = EspeakNg }, None
+                | Error reason -> rules (), Some $"{command}: {reason}"
+            | None, UseLetterRules -> rules (), None
 
-    /// The phoneme count of a text, with each word's phonemes and the out-of-vocabulary words.
+    /// The phoneme count of a text, with each word's phonemes, the out-of-vocabulary words and the warnings of
+    /// words that fell back from espeak-ng to the letter rules.
     let countWith (options: PhonemeOptions) (text: string) : PhonemeCount =
-        let words = words options.SpellOutNumbers text |> List.map (pronounce options.Fallback)
+        let pronounced = words options.SpellOutNumbers text |> List.map (pronounce options)
+        let words = List.map fst pronounced
+        let warnings =
+            pronounced
+            |> List.choose (fun (w, problem) -> problem |> Option.map (fun p -> p, w.Word))
+            |> List.groupBy fst
+            |> List.map (fun (problem, ws) ->
+                let names = ws |> List.map snd |> List.distinct |> String.concat ", "
+                $"{problem}; letter rules used for {names}")
         { Total = words |> List.sumBy _.Count
           Words = words
-          OutOfVocabulary = words |> List.filter (fun w -> w.Source <> CmuDict) |> List.map _.Word }
+          OutOfVocabulary = words |> List.filter (fun w -> w.Source <> CmuDict) |> List.map _.Word
+          Warnings = warnings }
 
     /// The phoneme count of a text with the default options (numbers spelled out, letter rules for unknown words).
     let count (text: string) : PhonemeCount = countWith PhonemeOptions.Default text

@@ -197,9 +197,18 @@ type SafeTensorsFile private (path: string, map: MemoryMappedFile, view: MemoryM
     static member Open(path: string) : SafeTensorsFile =
         if not (BitConverter.IsLittleEndian) then raise (PlatformNotSupportedException "safetensors reading needs a little-endian CPU")
         if not (File.Exists path) then raise (FileNotFoundException($"safetensors file not found: {path}", path))
-        let length = FileInfo(path).Length
-        if length < 8L then corrupt path $"the file has {length} bytes, fewer than the 8-byte header length"
-        let map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0L, MemoryMappedFileAccess.Read)
+        // The length of the opened file, not FileInfo's: for a symbolic link (the Hugging Face hub cache links
+        // every snapshot file to ../../blobs/HASH) FileInfo.Length is the link's own length.
+        let stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read)
+        let length = stream.Length
+        if length < 8L then
+            stream.Dispose()
+            corrupt path $"the file has {length} bytes, fewer than the 8-byte header length"
+        let map =
+            try MemoryMappedFile.CreateFromFile(stream, null, 0L, MemoryMappedFileAccess.Read, HandleInheritability.None, false)
+            with _ ->
+                stream.Dispose()
+                reraise ()
         let mutable ok = false
         let view = map.CreateViewAccessor(0L, 0L, MemoryMappedFileAccess.Read)
         try

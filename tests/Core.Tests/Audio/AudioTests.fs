@@ -6,4 +6,4 @@ open Expecto
 [<Tests>]
 let tests =
     testSequenced
-    <| testList "audio" [ NpyTests.tests; WavTests.tests; FlacTests.tests; ResampleTests.tests; LogMelTests.tests; LoadTests.tests ]
+    <| testList "audio" [ NpyTests.tests; WavTests.tests; FlacTests.tests; ResampleTests.tests; FfmpegResampleTests.tests; LogMelTests.tests; LoadTests.tests ]
