@@ -51,7 +51,7 @@ type Transcriber(model: ISpeechModel) =
         Search.detectLanguage model tokenizer (model.Encode(mel, None))
 
     /// Transcribes files batchSize at a time (audio loaded with Audio.load). A file that cannot be loaded or
-    /// decoded gets an Error and the others go on (a failed batch is retried file by file); onProgress hears every
+    /// decoded (or holds no samples) gets an Error and the others go on (a failed batch is retried file by file); onProgress hears every
     /// window, onFile every finished file (in input order within a batch). Cancellation propagates.
     member this.TranscribeFiles
         (
@@ -69,7 +69,11 @@ type Transcriber(model: ISpeechModel) =
             |> List.map (fun p ->
                 p,
                 lazy
-                    (try Ok(Audio.load p)
+                    (try
+                        let samples = Audio.load p
+                        // An empty file would "succeed" with an empty transcript; say so instead.
+                        if samples.Length = 0 then Error(IO.InvalidDataException $"{p}: the file holds no audio samples" :> exn)
+                        else Ok samples
                      with e -> Error e))
         let run (batch: (string * float32[]) list) =
             let paths = batch |> List.map fst |> Array.ofList
