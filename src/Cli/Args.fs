@@ -65,3 +65,11 @@ let value (flag: string) (parse: unit -> 'a) : 'a =
 /// Raises ArgumentException naming the flag unless the condition holds.
 let require (flag: string) (condition: bool) (message: string) : unit =
     if not condition then invalidArg flag $"{flag} {message}"
+
+/// Which of a flag's names the user typed (the first of names on the command line, else the first name), so that
+/// errors repeat "-o" when that is what was written.
+let typed (names: string list) : string =
+    let argv = Environment.GetCommandLineArgs()
+    names
+    |> List.tryFind (fun n -> argv |> Array.exists (fun a -> a = n || a.StartsWith(n + "=")))
+    |> Option.defaultValue (List.head names)

@@ -150,7 +150,7 @@ let options (config: MagnetWhisper.Core.Whisper.WhisperConfig) (args: ParseResul
 /// Makes sure the output folder exists (created like whisper's makedirs) and takes files, before any decoding:
 /// a path that is a file, cannot be created or is read-only is a usage error naming --output-dir.
 let checkOutputDir (dir: string) : unit =
-    let flag = "--output-dir"
+    let flag = Args.typed [ "-o"; "--output-dir" ]
     if File.Exists dir then invalidArg flag $"{flag} {dir} is a file, not a folder"
     try
         Directory.CreateDirectory dir |> ignore
@@ -236,7 +236,7 @@ let run (args: ParseResults<TranscribeArgs>) : int =
     let paths = args.GetResult Audio
     Args.rejectUnknownFlags<TranscribeArgs> "transcribe" paths
     if paths.IsEmpty then invalidArg "audio" "give at least one audio file"
-    let formats = Args.value "--output-format" (fun () -> Writers.parseFormat (args.GetResult(Output_Format, defaultValue = "all")))
+    let formats = Args.value (Args.typed [ "-f"; "--output-format" ]) (fun () -> Writers.parseFormat (args.GetResult(Output_Format, defaultValue = "all")))
     let outputDir = args.GetResult(Output_Dir, defaultValue = ".")
     let batchSize = args.GetResult(Batch_Size, defaultValue = 1)
     Args.require "--batch-size" (batchSize >= 1) $"must be at least 1, got {batchSize}"
