@@ -1,6 +1,6 @@
 /// Transcription progress on stderr: each segment as it is decoded (openai/whisper's `--verbose` lines) and, when
 /// stderr is a terminal, a progress bar with elapsed time and ETA redrawn twice a second (so a long window still
-/// shows life); plain lines per window otherwise.
+/// shows life and its ETA grows); plain lines per window otherwise.
 module MagnetWhisper.Cli.Progress
 
 open System
@@ -48,10 +48,7 @@ type private FileState =
     { Name: string
       Started: float
       mutable Done: float
-      mutable Duration: float
-      /// Clock time of the last window and the ETA then (counts down between windows).
-      mutable Updated: float
-      mutable Remaining: float option }
+      mutable Duration: float }
 
 /// Writes progress and segment lines to stderr (and, through Out, results to stdout without tearing the bar).
 /// `live`: stderr is a terminal (bar redrawn in place); `quiet`: no progress at all (results still go out);
@@ -75,9 +72,9 @@ type Reporter(live: bool, quiet: bool, prefixNames: bool) =
     let drawBar () =
         match current with
         | Some f when live && not quiet ->
-            let t = now ()
-            let remaining = f.Remaining |> Option.map (fun r -> max 0.0 (r - (t - f.Updated)))
-            eprintf "\r%s\x1b[K" (barLine f.Name f.Done f.Duration (t - f.Started) remaining (width ()))
+            // tqdm's estimate: the rate so far, so a slow window makes the ETA grow rather than sit at 0:00.
+            let elapsed = now () - f.Started
+            eprintf "\r%s\x1b[K" (barLine f.Name f.Done f.Duration elapsed (eta f.Done f.Duration elapsed) (width ()))
             shown <- true
         | _ -> ()
     let timer =
@@ -88,8 +85,23 @@ type Reporter(live: bool, quiet: bool, prefixNames: bool) =
     /// A file (or batch, named after its first file) starts: the bar shows its elapsed time before any window ends.
     member _.Begin(path: string) =
         lock gate (fun () ->
-            current <- Some { Name = Path.GetFileName path; Started = now (); Done = 0.0; Duration = 0.0; Updated = now (); Remaining = None }
+            current <- Some { Name = Path.GetFileName path; Started = now (); Done = 0.0; Duration = 0.0 }
             drawBar ())
+
+    /// A window is about to be decoded: the bar learns the file's length and where the window starts.
+    member _.WindowStart(p: FileProgress) =
+        if not quiet then
+            lock gate (fun () ->
+                let name = Path.GetFileName p.Path
+                match current with
+                | Some f when f.Name = name ->
+                    f.Done <- p.Done
+                    f.Duration <- p.Duration
+                | Some f -> current <- Some { f with Name = name; Done = p.Done; Duration = p.Duration }
+                | None -> current <- Some { Name = name; Started = now (); Done = p.Done; Duration = p.Duration }
+                if live then
+                    clearBar ()
+                    drawBar ())
 
     /// A window ended: its segments are printed, then the bar (or a plain line) shows the file's position.
     member _.Window(p: FileProgress) =
@@ -101,18 +113,18 @@ type Reporter(live: bool, quiet: bool, prefixNames: bool) =
                     match current with
                     | Some f when f.Name = name -> f
                     | Some f -> { f with Name = name }
-                    | None -> { Name = name; Started = t; Done = 0.0; Duration = 0.0; Updated = t; Remaining = None }
+                    | None -> { Name = name; Started = t; Done = 0.0; Duration = 0.0 }
                 f.Done <- p.Done
                 f.Duration <- p.Duration
-                f.Updated <- t
-                f.Remaining <- eta p.Done p.Duration (t - f.Started)
                 current <- Some f
                 clearBar ()
                 for s in p.Segments do
                     if s.Text.Trim() <> "" then
                         eprintfn "%s%s" (if prefixNames then name + ": " else "") (segmentLine s)
                 if live then drawBar ()
-                else eprintfn "%s" (plainLine name f.Done f.Duration (t - f.Started) f.Remaining))
+                else
+                    let elapsed = t - f.Started
+                    eprintfn "%s" (plainLine name f.Done f.Duration elapsed (eta f.Done f.Duration elapsed)))
 
     /// A line on stderr above the bar (unless quiet).
     member _.Note(text: string) =

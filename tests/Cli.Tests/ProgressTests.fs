@@ -55,6 +55,7 @@ let tests =
             p.WaitForExit()
             Expect.equal p.ExitCode 0 out
             Expect.stringContains out "\r" "redrawn in place"
+            Expect.stringContains out "  0% |                    | 0.0/11.0 s" "the file's length is shown before the first window ends"
             Expect.stringContains out "\u001b[K" "line cleared"
             Expect.isMatch out @"jfk\.flac +\d+% \|[█▏▎▍▌▋▊▉ ]{20}\| \d+\.\d/11\.0 s, \d+:\d\d elapsed, ETA (\d+:\d\d|\?)" "the bar"
             Expect.isMatch out @"\[00:\d\d\.\d{3} --> 00:\d\d\.\d{3}\] " "segment lines"

@@ -222,7 +222,7 @@ let private transcribeAll
         // With one file per batch the next one starts now; a batch's first file names the bar until a window ends.
         if finished % batchSize = 0 && finished < paths.Length then reporter.Begin(List.item finished paths)
     reporter.Begin(List.head paths)
-    transcriber.TranscribeFiles(paths, options, batchSize, reporter.Window, onFile, CancellationToken.None) |> ignore
+    transcriber.TranscribeFiles(paths, options, batchSize, reporter.WindowStart, reporter.Window, onFile, CancellationToken.None) |> ignore
     reporter.Idle()
     if failures > 0 then
         Output.error $"{failures} of {paths.Length} files failed"
