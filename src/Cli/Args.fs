@@ -1,5 +1,5 @@
-/// Command-line checks shared by the commands: unknown flags that Argu's main-command lists would take as paths,
-/// and errors that name the flag as the user typed it.
+/// Command-line checks shared by the commands: unknown flags that Argu would take as positional arguments, and
+/// errors that name the flag as the user typed it.
 module MagnetWhisper.Cli.Args
 
 open System
@@ -40,15 +40,37 @@ let closest (known: string list) (typed: string) : string option =
     |> List.tryHead
     |> Option.map fst
 
-/// Raises ArgumentException for the first token of a main-command list that looks like a flag ("-x", "--x") and is
-/// not an existing file: Argu hands unknown flags to the main command, which would read them as paths.
-let rejectUnknownFlags<'T when 'T :> IArgParserTemplate> (command: string) (tokens: string list) : unit =
-    let known = flagsOf<'T> ()
-    match tokens |> List.tryFind (fun t -> t.StartsWith "-" && t.Length > 1 && not (File.Exists t) && not (Directory.Exists t)) with
+/// The first token of a command's arguments that looks like a flag ("-x", "--x") but is none of the command's,
+/// is not the value of the flag before it, and is not an existing file or a number. Argu would hand it to the
+/// command's positional arguments (reading `--outptu-dir` as an audio path) or blame the wrong token.
+let unknownFlag<'T when 'T :> IArgParserTemplate> (tokens: string list) : string option =
+    let valued =
+        set [ for case in FSharpType.GetUnionCases(typeof<'T>, true) do
+                  if case.GetFields().Length > 0 then
+                      "--" + case.Name.ToLowerInvariant().Replace('_', '-')
+                      for a in case.GetCustomAttributes() do
+                          match a with
+                          | :? AltCommandLineAttribute as alt -> yield! alt.Names
+                          | _ -> () ]
+    let known = set (flagsOf<'T> ())
+    let looksLikeFlag (t: string) =
+        t.StartsWith "-" && t.Length > 1 && not (Char.IsDigit t.[1]) && t.[1] <> '.' && not (File.Exists t) && not (Directory.Exists t)
+    let rec scan (tokens: string list) =
+        match tokens with
+        | [] -> None
+        | t :: rest when valued.Contains t -> scan (List.skip (min 1 rest.Length) rest)
+        | t :: rest when known.Contains t -> scan rest
+        | t :: _ when looksLikeFlag t -> Some t
+        | _ :: rest -> scan rest
+    scan tokens
+
+/// Raises ArgumentException naming an unknown flag of a command (see unknownFlag), with the nearest known one.
+let rejectUnknown<'T when 'T :> IArgParserTemplate> (command: string) (tokens: string list) : unit =
+    match unknownFlag<'T> tokens with
     | None -> ()
     | Some flag ->
         let hint =
-            match closest known flag with
+            match closest (flagsOf<'T> ()) flag with
             | Some k -> $" (did you mean {k}?)"
             | None -> ""
         invalidArg flag $"unknown option '{flag}'{hint}; see 'magnet {command} --help'"

@@ -67,6 +67,15 @@ let private versionText () =
 let main argv =
     let parser = ArgumentParser.Create<Command>(programName = "magnet", errorHandler = Exiter())
     try
+        // Unknown flags first: Argu would read them as positional arguments (an audio path, a folder).
+        match List.ofArray argv with
+        | "doctor" :: rest -> Args.rejectUnknown<Doctor.DoctorArgs> "doctor" rest
+        | "demo" :: rest -> Args.rejectUnknown<Demo.DemoArgs> "demo" rest
+        | "features" :: rest -> Args.rejectUnknown<Features.FeaturesArgs> "features" rest
+        | "convert" :: rest -> Args.rejectUnknown<Convert.ConvertArgs> "convert" rest
+        | "inspect" :: rest -> Args.rejectUnknown<Inspect.InspectArgs> "inspect" rest
+        | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
+        | _ -> ()
         let results = parser.ParseCommandLine(argv)
         if results.Contains Version then
             printfn "%s" (versionText ())

@@ -53,6 +53,17 @@ let tests =
             Expect.stringContains (File.ReadAllText(Path.Combine(dir, "magnet", "magnet.json")).ToLowerInvariant()) "boundarypredictor2" "replaced"
         }
 
+        test "a --predictor layer outside the model and a missing --whisper folder are usage errors naming the flag" {
+            let dir = workspace ()
+            let r = magnetIn dir [ "convert"; "--whisper"; "whisper"; "-p"; "9:bp1"; "-o"; "magnet" ]
+            Expect.equal r.Code 2 (string r)
+            Expect.stringContains r.Err $"--predictor '9:bp1': layer 9 is not an encoder layer of whisper (0 to {tinyConfig.EncoderLayers - 1})" (string r)
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "magnet"))) "nothing written"
+            let missing = magnetIn dir [ "convert"; "--whisper"; "nowhere"; "-p"; "1:bp1"; "-o"; "magnet" ]
+            Expect.equal missing.Code 2 (string missing)
+            Expect.stringContains missing.Err "--whisper nowhere: folder not found" (string missing)
+        }
+
         test "a fresh conversion says the predictor is untrained and prints the compression that inspect --audio measures" {
             let dir = workspace ()
             let wav = toneWav dir "tone.wav"

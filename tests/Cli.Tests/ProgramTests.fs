@@ -46,6 +46,19 @@ let tests =
             Expect.stringContains r.Err "--fp16" (string r)
         }
 
+        test "an unknown flag before inspect's folder is named, not the folder (exit 2)" {
+            let r = magnet [ "inspect"; "--fp16"; "somewhere" ]
+            Expect.equal r.Code 2 (string r)
+            Expect.stringContains r.Err "unknown option '--fp16'" (string r)
+            Expect.isFalse (r.Err.Contains "'somewhere'") (string r)
+        }
+
+        test "a misspelt flag of another command gets a suggestion (exit 2)" {
+            let r = magnet [ "inspect"; "somewhere"; "--audoi"; "x.wav" ]
+            Expect.equal r.Code 2 (string r)
+            Expect.stringContains r.Err "unknown option '--audoi' (did you mean --audio?)" (string r)
+        }
+
         test "a flag value Argu cannot parse is a usage error (2) naming the flag" {
             let r = magnet [ "transcribe"; "a.wav"; "--model"; "m"; "--beam-size"; "abc" ]
             Expect.equal r.Code 2 (string r)

@@ -169,8 +169,16 @@ let run (args: ParseResults<ConvertArgs>) : int =
         | Some _, Some _ -> invalidArg "whisper" "give either --whisper DIR or --original DIR, not both"
         | None, None -> invalidArg "whisper" "give --whisper DIR (with --predictor ...) or --original DIR"
         | Some dir, None ->
-            if args.Contains Project_Compat then invalidArg "project-compat" "--project-compat applies to --original"
-            let slots = args.GetResults Predictor |> List.map parsePredictor
+            if args.Contains Project_Compat then invalidArg "--project-compat" "--project-compat applies to --original"
+            if not (Directory.Exists dir) then raise (DirectoryNotFoundException $"--whisper {dir}: folder not found")
+            let layers = (Checkpoint.ReadConfig dir).EncoderLayers
+            let slots =
+                args.GetResults Predictor
+                |> List.map (fun spec ->
+                    let slot = parsePredictor spec
+                    if slot.Layer < 0 || slot.Layer >= layers then
+                        invalidArg "--predictor" $"--predictor '{spec}': layer {slot.Layer} is not an encoder layer of {dir} (0 to {layers - 1})"
+                    slot)
             use whisper = WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32
             let options =
                 { MagnetOptions.Default with
@@ -180,6 +188,7 @@ let run (args: ParseResults<ConvertArgs>) : int =
             Output.progress false $"converting {dir}"
             MagnetWhisperModel.FromWhisper(whisper, options)
         | None, Some dir ->
+            if not (Directory.Exists dir) then raise (DirectoryNotFoundException $"--original {dir}: folder not found")
             if not (args.GetResults Predictor).IsEmpty || args.Contains Conv_Strides || args.Contains Original_Compat then
                 invalidArg "original" "--original takes its predictors and convolutions from the checkpoint (no --predictor, --conv-strides or --original-compat)"
             Output.progress false $"importing the original checkpoint {dir}"

@@ -234,7 +234,6 @@ let private transcribeAll
 /// code 0 on success, 1 when a file failed, 2 when the arguments, the output folder or the model are wrong.
 let run (args: ParseResults<TranscribeArgs>) : int =
     let paths = args.GetResult Audio
-    Args.rejectUnknownFlags<TranscribeArgs> "transcribe" paths
     if paths.IsEmpty then invalidArg "audio" "give at least one audio file"
     let formats = Args.value (Args.typed [ "-f"; "--output-format" ]) (fun () -> Writers.parseFormat (args.GetResult(Output_Format, defaultValue = "all")))
     let outputDir = args.GetResult(Output_Dir, defaultValue = ".")
