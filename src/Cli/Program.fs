@@ -2,7 +2,9 @@
 module MagnetWhisper.Cli.Program
 
 open System
+open System.Reflection
 open Argu
+open MagnetWhisper.Cli
 open MagnetWhisper.Cli.Commands
 
 [<HelpFlags("--help", "-h")>]
@@ -14,6 +16,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.ConvertArgs>
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
     | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<Transcribe.TranscribeArgs>
+    | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -24,13 +27,67 @@ type Command =
             | Convert _ -> "convert a Whisper folder (with predictor options) or import an original checkpoint into a MagnetWhisper folder."
             | Inspect _ -> "print a Whisper or MagnetWhisper folder's structure, predictor slots and parameter counts."
             | Transcribe _ -> "transcribe or translate audio files with a Whisper checkpoint (txt, vtt, srt, tsv, json)."
+            | Version -> "print the version and exit."
+
+/// Exit codes (README "Exit codes"): success, some inputs failed, the command line is wrong.
+[<RequireQualifiedAccess>]
+module ExitCode =
+    /// Everything worked.
+    [<Literal>]
+    let Success = 0
+    /// Some inputs (audio files, checkpoints) could not be processed; the others were.
+    [<Literal>]
+    let InputFailed = 1
+    /// The command line cannot be run as given: unknown flag, bad value, missing or unusable file or folder.
+    [<Literal>]
+    let Usage = 2
+
+/// Argu's errors: help on stdout with 0, any parse error on stderr with the usage-error code (Argu's
+/// ProcessExiter would exit 3 for some of them).
+type private Exiter() =
+    interface IExiter with
+        member _.Name = "magnet"
+        member _.Exit(message, code) =
+            if code = ErrorCode.HelpText then
+                stdout.WriteLine message
+                exit ExitCode.Success
+            else
+                stderr.WriteLine message
+                exit ExitCode.Usage
+
+/// "magnet 0.1.0 (TorchSharp 0.107.0)".
+let private versionText () =
+    let versionOf (a: Assembly) =
+        match a.GetCustomAttribute<AssemblyInformationalVersionAttribute>() with
+        | null -> string (a.GetName().Version)
+        | v -> v.InformationalVersion.Split('+').[0]
+    $"magnet {versionOf (Assembly.GetExecutingAssembly())} (TorchSharp {versionOf typeof<TorchSharp.torch>.Assembly})"
 
 [<EntryPoint>]
 let main argv =
-    let parser = ArgumentParser.Create<Command>(programName = "magnet", errorHandler = ProcessExiter())
+    let parser = ArgumentParser.Create<Command>(programName = "magnet", errorHandler = Exiter())
     try
+        // Unknown flags first: Argu would read them as positional arguments (an audio path, a folder).
+        match List.ofArray argv with
+        | "doctor" :: rest -> Args.rejectUnknown<Doctor.DoctorArgs> "doctor" rest
+        | "demo" :: rest -> Args.rejectUnknown<Demo.DemoArgs> "demo" rest
+        | "features" :: rest -> Args.rejectUnknown<Features.FeaturesArgs> "features" rest
+        | "convert" :: rest -> Args.rejectUnknown<Convert.ConvertArgs> "convert" rest
+        | "inspect" :: rest -> Args.rejectUnknown<Inspect.InspectArgs> "inspect" rest
+        | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
+        | _ -> ()
         let results = parser.ParseCommandLine(argv)
-        match results.GetSubCommand() with
+        if results.Contains Version then
+            printfn "%s" (versionText ())
+            ExitCode.Success
+        else
+        match results.TryGetSubCommand() with
+        | None ->
+            eprintfn "%s" (parser.PrintUsage(message = "give a command"))
+            ExitCode.Usage
+        | Some command ->
+        match command with
+        | Version -> ExitCode.Success
         | Doctor a -> Doctor.run a
         | Demo a -> Demo.run a
         | Bench a -> Bench.run a
@@ -40,22 +97,26 @@ let main argv =
         | Transcribe a -> Transcribe.run a
     with
     | :? ArgumentException as e ->
-        // .NET appends " (Parameter 'name')"; the message itself already names the argument.
-        let suffix = $" (Parameter '{e.ParamName}')"
-        Output.error (if isNull e.ParamName then e.Message else e.Message.Replace(suffix, ""))
-        2
+        // .NET appends " (Parameter 'name')"; the message itself already names the flag.
+        Output.error (Args.messageOf e)
+        ExitCode.Usage
     | :? IO.FileNotFoundException as e ->
         Output.error e.Message
-        2
+        ExitCode.Usage
     | :? IO.DirectoryNotFoundException as e ->
         Output.error e.Message
-        2
+        ExitCode.Usage
     | :? IO.InvalidDataException as e ->
         Output.error e.Message
-        1
+        ExitCode.InputFailed
     | :? IO.IOException
+    | :? UnauthorizedAccessException
     | :? InvalidOperationException
     | :? NotSupportedException as e ->
         // Bad files, configurations or states: the message names the problem; no stack trace for users.
         Output.error e.Message
-        1
+        ExitCode.InputFailed
+    | e ->
+        // A defect: keep the stack trace for the report, but stay within the documented exit codes.
+        Output.error $"unexpected error: {e}"
+        ExitCode.InputFailed

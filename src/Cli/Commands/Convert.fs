@@ -21,6 +21,7 @@ type ConvertArgs =
     | Dtype of name: string
     | Seed of int
     | No_Check
+    | Audio of path: string
     | [<AltCommandLine("-o"); Mandatory>] Output of dir: string
     interface IArgParserTemplate with
         member a.Usage =
@@ -34,6 +35,7 @@ type ConvertArgs =
             | Dtype _ -> "stored dtype: float32 (default), float16 or bfloat16."
             | Seed _ -> "random seed of the new predictor and convolution weights (default 0)."
             | No_Check -> "skip reloading the saved folder and the greedy sanity decode."
+            | Audio _ -> "measure each predictor's compression on this file's first 30 s (default: 11 s of synthetic voiced audio)."
             | Output _ -> "the MagnetWhisper folder to write (atomically)."
 
 /// The dtypes a checkpoint folder stores: float32, float16 or bfloat16.
@@ -110,8 +112,56 @@ let check (dir: string) (m: MagnetWhisperModel) =
     let tokens = MagnetWhisper.Core.Decoding.Greedy.generate (loaded :> MagnetWhisper.Core.Decoding.ISpeechModel) mel (Some frameMask) (MagnetWhisper.Core.Decoding.Greedy.prompt c) 5
     printfn "check       reloaded: identical encoder output (%d positions); greedy tokens of silence: [%s]" b.Hidden.shape.[1] (String.Join(", ", tokens.[0]))
 
+/// The output folder must not be a source folder (the atomic save would replace its weights) nor any other folder
+/// holding a checkpoint that is not a MagnetWhisper folder; a usage error naming the flag otherwise.
+let checkOutput (flag: string) (output: string) (sources: (string * string) list) : unit =
+    let full (p: string) = Path.GetFullPath(p).TrimEnd(Path.DirectorySeparatorChar)
+    if File.Exists output then invalidArg flag $"{flag} {output} is a file, not a folder"
+    for sourceFlag, source in sources do
+        if full source = full output then
+            invalidArg flag $"{flag} {output} is the {sourceFlag} folder: converting onto it would replace its weights; choose another output folder"
+    let holdsWeights =
+        Directory.Exists output
+        && Directory.EnumerateFiles output
+           |> Seq.exists (fun f ->
+               let name = Path.GetFileName f
+               name.EndsWith ".safetensors" || name.StartsWith "pytorch_model" || name.EndsWith ".bin" || name.EndsWith ".pt")
+    if holdsWeights && not (MagnetFormat.isMagnetFolder output) then
+        invalidArg flag $"{flag} {output} holds a checkpoint that is not a MagnetWhisper folder; it would be replaced: choose another output folder"
+
+/// The boundary statistics of each predictor on the first 30 s of the samples.
+let measureCompression (m: MagnetWhisperModel) (samples: float32[]) : EncoderPredictorLayer list =
+    use _ = torch.NewDisposeScope()
+    use _ = torch.inference_mode()
+    use features = MagnetWhisper.Core.Audio.LogMel.extract m.Config.NumMelBins torch.CPU [ samples ]
+    use mel = features.Mel.to_type m.DType
+    use encoded = m.Encode(mel, Some features.Mask)
+    encoded.Layers
+
+/// Prints the measured compression of each predictor; fresh predictors are said to be untrained, since their
+/// compression has nothing to do with the prior they will be trained toward (SPEC §6.1).
+let reportCompression (m: MagnetWhisperModel) (untrained: bool) (samples: float32[]) (source: string) =
+    let layers = measureCompression m samples
+    for l in layers do
+        let slot = m.Options.TryFind l.Index
+        let kept = l.KeptFraction
+        let measured = $"on {source} it keeps {100.0 * kept:F2}%% of the positions ({1.0 / max kept 1e-9:F1}×)"
+        match slot with
+        | Some s when untrained ->
+            printfn "compression before layer %d: untrained (random weights): %s; training pulls it toward the prior %g (%.1f×)" l.Index measured s.Predictor.Prior (1.0 / s.Predictor.Prior)
+        | _ -> printfn "compression before layer %d: %s" l.Index measured
+
 let run (args: ParseResults<ConvertArgs>) : int =
     let output = args.GetResult Output
+    let outputFlag = Args.typed [ "-o"; "--output" ]
+    checkOutput outputFlag output [ for d in args.GetResults Whisper -> "--whisper", d
+                                    for d in args.GetResults Original -> "--original", d ]
+    let measureOn =
+        match args.TryGetResult Audio with
+        | Some path -> MagnetWhisper.Core.Audio.Audio.load path, Path.GetFileName path
+        | None ->
+            let samples = BenchTranscribe.synthetic ()
+            samples, $"{float samples.Length / 16000.0:F0} s of synthetic voiced audio"
     let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
     torch.manual_seed (int64 (args.GetResult(Seed, defaultValue = 0))) |> ignore
     let model =
@@ -119,8 +169,16 @@ let run (args: ParseResults<ConvertArgs>) : int =
         | Some _, Some _ -> invalidArg "whisper" "give either --whisper DIR or --original DIR, not both"
         | None, None -> invalidArg "whisper" "give --whisper DIR (with --predictor ...) or --original DIR"
         | Some dir, None ->
-            if args.Contains Project_Compat then invalidArg "project-compat" "--project-compat applies to --original"
-            let slots = args.GetResults Predictor |> List.map parsePredictor
+            if args.Contains Project_Compat then invalidArg "--project-compat" "--project-compat applies to --original"
+            if not (Directory.Exists dir) then raise (DirectoryNotFoundException $"--whisper {dir}: folder not found")
+            let layers = (Checkpoint.ReadConfig dir).EncoderLayers
+            let slots =
+                args.GetResults Predictor
+                |> List.map (fun spec ->
+                    let slot = parsePredictor spec
+                    if slot.Layer < 0 || slot.Layer >= layers then
+                        invalidArg "--predictor" $"--predictor '{spec}': layer {slot.Layer} is not an encoder layer of {dir} (0 to {layers - 1})"
+                    slot)
             use whisper = WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32
             let options =
                 { MagnetOptions.Default with
@@ -130,6 +188,7 @@ let run (args: ParseResults<ConvertArgs>) : int =
             Output.progress false $"converting {dir}"
             MagnetWhisperModel.FromWhisper(whisper, options)
         | None, Some dir ->
+            if not (Directory.Exists dir) then raise (DirectoryNotFoundException $"--original {dir}: folder not found")
             if not (args.GetResults Predictor).IsEmpty || args.Contains Conv_Strides || args.Contains Original_Compat then
                 invalidArg "original" "--original takes its predictors and convolutions from the checkpoint (no --predictor, --conv-strides or --original-compat)"
             Output.progress false $"importing the original checkpoint {dir}"
@@ -139,5 +198,6 @@ let run (args: ParseResults<ConvertArgs>) : int =
     MagnetFormat.save output model
     printfn "wrote       %s" (Path.GetFullPath output)
     describe model
+    reportCompression model (args.Contains Whisper) (fst measureOn) (snd measureOn)
     if not (args.Contains No_Check) then check output model
     0

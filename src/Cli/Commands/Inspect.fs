@@ -64,7 +64,9 @@ let private printSlots (c: WhisperConfig) (o: MagnetOptions) =
         | Some s ->
             let p = s.Predictor
             let pooling = match p.Pooling with AttentionPooling -> "attention" | MeanPooling -> "mean"
-            printfn "slot %2d     %s prior %g (≈ %.1f× compression), temperature %g, threshold %g, %s pooling, targets %s" layer (Predictors.typeName p.Kind) p.Prior (1.0 / p.Prior) p.Temperature p.Threshold pooling (MagnetJson.targetSourceName s.Targets)
+            printfn "slot %2d     %s prior %g (training target ≈ %.1f×), temperature %g, threshold %g, %s pooling, targets %s" layer (Predictors.typeName p.Kind) p.Prior (1.0 / p.Prior) p.Temperature p.Threshold pooling (MagnetJson.targetSourceName s.Targets)
+    if not o.Predictors.IsEmpty then
+        printfn "            the prior is what training aims at, not what these weights do: --audio FILE measures that"
     match o.Convs.Layers with
     | [] -> ()
     | ls ->

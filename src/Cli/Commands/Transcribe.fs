@@ -70,58 +70,97 @@ type TranscribeArgs =
             | Threads _ -> "libtorch CPU threads (default: libtorch's choice)."
             | No_Progress -> "no progress on stderr."
 
-/// "none" → None, else a number.
-let private optionalFloat (name: string) (text: string) : float option =
+/// "none" → None, else a finite number.
+let private optionalFloat (flag: string) (text: string) : float option =
     match text.Trim().ToLowerInvariant() with
     | "none" -> None
     | s ->
         match Double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture) with
-        | true, v -> Some v
-        | _ -> invalidArg name $"--{name} expects a number or none, got '{text}'"
+        | true, v when Double.IsFinite v -> Some v
+        | _ -> invalidArg flag $"{flag} expects a number or none, got '{text}'"
 
-/// The options of the command line (openai/whisper's CLI defaults: beam 5, best of 5, fallback 0 … 1 by 0.2).
-let options (args: ParseResults<TranscribeArgs>) : TranscribeOptions =
+/// The options of the command line (openai/whisper's CLI defaults: beam 5, best of 5, fallback 0 … 1 by 0.2),
+/// checked against the model's config (vocabulary size, decoder positions); errors name the flag.
+let options (config: MagnetWhisper.Core.Whisper.WhisperConfig) (args: ParseResults<TranscribeArgs>) : TranscribeOptions =
     let task =
         match args.GetResult(Task, defaultValue = "transcribe").Trim().ToLowerInvariant() with
         | "transcribe" -> Transcribe
         | "translate" -> Translate
-        | other -> invalidArg "task" $"--task must be transcribe or translate, got '{other}'"
+        | other -> invalidArg "--task" $"--task must be transcribe or translate, got '{other}'"
     let language =
         args.TryGetResult Language
         |> Option.map (fun l ->
             match Languages.tryFind l with
             | Some lang -> lang.Code
-            | None -> invalidArg "language" $"unknown language '{l}' (use a code such as en or a name such as english)")
+            | None -> invalidArg "--language" $"--language: unknown language '{l}' (use a code such as en or a name such as english)")
     let beam = args.GetResult(Beam_Size, defaultValue = 5)
+    Args.require "--beam-size" (beam >= 0) $"must be 0 (greedy) or more, got {beam}"
+    let bestOf = args.GetResult(Best_Of, defaultValue = 5)
+    Args.require "--best-of" (bestOf >= 1) $"must be at least 1, got {bestOf}"
+    let patience = args.TryGetResult Patience
+    patience |> Option.iter (fun p ->
+        Args.require "--patience" (beam > 0) "needs --beam-size above 0"
+        Args.require "--patience" (Double.IsFinite p && Math.Round(float beam * p, MidpointRounding.ToEven) >= 1.0)
+            $"{p} with --beam-size {beam} collects no finished beam: give a positive value with round(beam-size × patience) ≥ 1")
+    let lengthPenalty = args.TryGetResult Length_Penalty
+    lengthPenalty |> Option.iter (fun a ->
+        Args.require "--length-penalty" (a >= 0.0 && a <= 1.0) $"must be between 0 and 1, got {a}")
+    let vocab = config.VocabSize
     let suppress =
         args.GetResult(Suppress_Tokens, defaultValue = "-1").Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
         |> Array.map (fun s ->
             match Int32.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture) with
-            | true, v -> v
-            | _ -> invalidArg "suppress-tokens" $"--suppress-tokens expects comma-separated integers, got '{s}'")
+            | true, v when v = -1 || (v >= 0 && v < vocab) -> v
+            | true, v -> invalidArg "--suppress-tokens" $"--suppress-tokens: token {v} is not in this model's vocabulary (ids 0 to {vocab - 1}, or -1 for the non-speech symbols)"
+            | _ -> invalidArg "--suppress-tokens" $"--suppress-tokens expects comma-separated token ids, got '{s}'")
         |> List.ofArray
+    // Half the decoder positions hold the previous-text prompt (whisper's n_text_ctx // 2), the other half the sample.
+    let maxSample = config.MaxTargetPositions / 2
+    let sampleLen = args.TryGetResult Sample_Len
+    sampleLen |> Option.iter (fun n ->
+        Args.require "--sample-len" (n >= 1 && n <= maxSample)
+            $"must be between 1 and {maxSample} (half of this model's {config.MaxTargetPositions} decoder positions), got {n}")
     let temperature = args.GetResult(Temperature, defaultValue = 0.0)
-    let increment = optionalFloat "temperature-increment-on-fallback" (args.GetResult(Temperature_Increment_On_Fallback, defaultValue = "0.2"))
+    Args.require "--temperature" (temperature >= 0.0 && Double.IsFinite temperature) $"must be 0 or more, got {temperature}"
+    let incrementFlag = "--temperature-increment-on-fallback"
+    let increment = optionalFloat incrementFlag (args.GetResult(Temperature_Increment_On_Fallback, defaultValue = "0.2"))
+    increment |> Option.iter (fun step ->
+        Args.require incrementFlag (step > 0.0) $"must be above 0 (or none), got {step}"
+        Args.require "--temperature" (temperature <= 1.0)
+            $"{temperature} is above 1.0, where the fallback schedule ends: give {incrementFlag} none to sample at {temperature}")
     let decoding =
         { DecodingOptions.defaults with
             Task = task
             Language = language
             BeamSize = if beam > 0 then Some beam else None
-            BestOf = Some(args.GetResult(Best_Of, defaultValue = 5))
-            Patience = args.TryGetResult Patience
-            LengthPenalty = args.TryGetResult Length_Penalty
+            BestOf = Some bestOf
+            Patience = patience
+            LengthPenalty = lengthPenalty
             SuppressTokens = suppress
             WithoutTimestamps = args.Contains Without_Timestamps
-            SampleLen = args.TryGetResult Sample_Len
+            SampleLen = sampleLen
             Seed = args.GetResult(Seed, defaultValue = 0L) }
-    if decoding.Patience.IsSome && decoding.BeamSize.IsNone then invalidArg "patience" "--patience needs --beam-size > 0"
     { Decoding = decoding
       Temperatures = TranscribeOptions.temperatureSchedule temperature increment
-      CompressionRatioThreshold = optionalFloat "compression-ratio-threshold" (args.GetResult(Compression_Ratio_Threshold, defaultValue = "2.4"))
-      LogProbThreshold = optionalFloat "logprob-threshold" (args.GetResult(Logprob_Threshold, defaultValue = "-1.0"))
-      NoSpeechThreshold = optionalFloat "no-speech-threshold" (args.GetResult(No_Speech_Threshold, defaultValue = "0.6"))
+      CompressionRatioThreshold = optionalFloat "--compression-ratio-threshold" (args.GetResult(Compression_Ratio_Threshold, defaultValue = "2.4"))
+      LogProbThreshold = optionalFloat "--logprob-threshold" (args.GetResult(Logprob_Threshold, defaultValue = "-1.0"))
+      NoSpeechThreshold = optionalFloat "--no-speech-threshold" (args.GetResult(No_Speech_Threshold, defaultValue = "0.6"))
       ConditionOnPreviousText = args.GetResult(Condition_On_Previous_Text, defaultValue = true)
       InitialPrompt = args.TryGetResult Initial_Prompt }
+
+/// Makes sure the output folder exists (created like whisper's makedirs) and takes files, before any decoding:
+/// a path that is a file, cannot be created or is read-only is a usage error naming --output-dir.
+let checkOutputDir (dir: string) : unit =
+    let flag = Args.typed [ "-o"; "--output-dir" ]
+    if File.Exists dir then invalidArg flag $"{flag} {dir} is a file, not a folder"
+    try
+        Directory.CreateDirectory dir |> ignore
+        let probe = Path.Combine(dir, $".magnet-write-test-{Guid.NewGuid():N}")
+        File.WriteAllBytes(probe, [||])
+        File.Delete probe
+    with
+    | :? IOException
+    | :? UnauthorizedAccessException as e -> invalidArg flag $"{flag} {dir} cannot be written: {e.Message}"
 
 /// "layer 3: kept 24.1% (4.1×)" for each predictor of a MagnetWhisper model on the file's first 30 s window.
 let private compressionReport (magnet: MagnetWhisper.Core.Magnet.MagnetWhisperModel) (path: string) : string =
@@ -133,7 +172,7 @@ let private compressionReport (magnet: MagnetWhisper.Core.Magnet.MagnetWhisperMo
     |> List.map (fun (layer, kept) -> $"layer {layer}: kept {100.0 * kept:F1}%% ({1.0 / max kept 1e-9:F1}×)")
     |> String.concat ", "
 
-/// Transcribes every file with a loaded model; returns the exit code.
+/// Transcribes every file with a loaded model; returns the exit code (1 when a file failed).
 let private transcribeAll
     (model: ISpeechModel)
     (options: TranscribeOptions)
@@ -143,69 +182,78 @@ let private transcribeAll
     (batchSize: int)
     (quiet: bool)
     : int =
-    let live = not quiet && not Console.IsErrorRedirected
+    use reporter = new Progress.Reporter(not Console.IsErrorRedirected, quiet, paths.Length > 1)
     let transcriber = Transcriber(model)
     let options =
         if Search.isMultilingual transcriber.Tokenizer then options
         else
             match options.Decoding.Language with
-            | Some l when l <> "en" ->
-                Output.progress quiet $"this is an English-only model but --language is '{l}'; using English instead"
+            | Some l when l <> "en" -> reporter.Note $"this is an English-only model but --language is '{l}'; using English instead"
             | _ -> ()
             { options with Decoding = { options.Decoding with Language = Some "en" } }
     let sinceLast = Stopwatch.StartNew()
-    let progress (p: FileProgress) =
-        if not quiet then
-            let name = Path.GetFileName p.Path
-            let line = $"{name}: {p.Done:F1}/{p.Duration:F1} s"
-            if live then eprintf "\r%s\x1b[K" line else eprintfn "%s" line
     let mutable failures = 0
+    let mutable finished = 0
     let fail (path: string) (e: exn) =
         failures <- failures + 1
-        let message = match e with :? AggregateException as a when not (isNull a.InnerException) -> a.InnerException.Message | _ -> e.Message
-        Output.error $"{path}: {message}"
+        let e = match e with :? AggregateException as a when not (isNull a.InnerException) -> a.InnerException | e -> e
+        // Audio errors already start with the path.
+        reporter.Error(if e.Message.StartsWith path then e.Message else $"{path}: {e.Message}")
     let onFile (path: string) (result: Result<Transcript, exn>) =
-        if live then eprintf "\r\x1b[K"
+        reporter.Idle()
+        finished <- finished + 1
         match result with
         | Ok t ->
             try
                 let written = Writers.write outputDir path formats t
                 let seconds = sinceLast.Elapsed.TotalSeconds
-                sinceLast.Restart()
                 let outputs = String.Join(", ", written)
-                Output.progress quiet $"{path}: language {t.Language}, {t.Segments.Length} segments in {seconds:F1} s → {outputs}"
+                reporter.Note $"{path}: language {t.Language}, {t.Segments.Length} segments in {seconds:F1} s → {outputs}"
                 let text = t.Text.Trim()
-                if paths.Length = 1 then printfn "%s" text else printfn "%s: %s" path text
+                reporter.Out(if paths.Length = 1 then text else $"{path}: {text}")
                 match model with
                 | :? MagnetWhisper.Core.Magnet.MagnetWhisperModel as magnet ->
-                    Output.progress quiet $"{path}: compression {compressionReport magnet path}"
+                    reporter.Note $"{path}: compression {compressionReport magnet path}"
                 | _ -> ()
             with
             | :? IOException
             | :? UnauthorizedAccessException as e -> fail path e
         | Error e -> fail path e
-    transcriber.TranscribeFiles(paths, options, batchSize, progress, onFile, CancellationToken.None) |> ignore
+        sinceLast.Restart()
+        // With one file per batch the next one starts now; a batch's first file names the bar until a window ends.
+        if finished % batchSize = 0 && finished < paths.Length then reporter.Begin(List.item finished paths)
+    reporter.Begin(List.head paths)
+    transcriber.TranscribeFiles(paths, options, batchSize, reporter.WindowStart, reporter.Window, onFile, CancellationToken.None) |> ignore
+    reporter.Idle()
     if failures > 0 then
         Output.error $"{failures} of {paths.Length} files failed"
         1
     else 0
 
-/// Runs the command: outputs in -o DIR named after each audio file, each transcript's text on stdout, progress and
-/// errors on stderr; exit code 1 when a file failed, 2 when the arguments or the model are wrong.
+/// Runs the command: outputs in -o DIR named after each audio file, each transcript's text on stdout, segments and
+/// progress and errors on stderr. Every flag and the output folder are checked before the model is loaded; exit
+/// code 0 on success, 1 when a file failed, 2 when the arguments, the output folder or the model are wrong.
 let run (args: ParseResults<TranscribeArgs>) : int =
     let paths = args.GetResult Audio
     if paths.IsEmpty then invalidArg "audio" "give at least one audio file"
-    let formats = Writers.parseFormat (args.GetResult(Output_Format, defaultValue = "all"))
+    let formats = Args.value (Args.typed [ "-f"; "--output-format" ]) (fun () -> Writers.parseFormat (args.GetResult(Output_Format, defaultValue = "all")))
     let outputDir = args.GetResult(Output_Dir, defaultValue = ".")
     let batchSize = args.GetResult(Batch_Size, defaultValue = 1)
-    if batchSize < 1 then invalidArg "batch-size" $"--batch-size must be at least 1, got {batchSize}"
-    args.TryGetResult Threads |> Option.iter (fun n ->
-        if n < 1 then invalidArg "threads" $"--threads must be at least 1, got {n}"
-        torch.set_num_threads n)
+    Args.require "--batch-size" (batchSize >= 1) $"must be at least 1, got {batchSize}"
+    let threads = args.TryGetResult Threads
+    threads |> Option.iter (fun n -> Args.require "--threads" (n >= 1) $"must be at least 1, got {n}")
     let quiet = args.Contains No_Progress
-    let device = Device.parse (args.GetResult(Device, defaultValue = "auto"))
+    let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, defaultValue = "auto")))
     let modelDir = args.GetResult Model
-    let options = options args
+    if not (Directory.Exists modelDir) then raise (DirectoryNotFoundException $"--model {modelDir}: folder not found")
+    let config =
+        try MagnetWhisper.Core.Whisper.Checkpoint.ReadConfig modelDir
+        with
+        | :? IOException
+        | :? InvalidDataException as e -> invalidArg "--model" $"--model {modelDir}: {e.Message}"
+    let options = options config args
+    checkOutputDir outputDir
+    threads |> Option.iter torch.set_num_threads
     Output.progress quiet $"loading {modelDir} on {device}"
     let loaded =
         try

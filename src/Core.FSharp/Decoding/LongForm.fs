@@ -17,6 +17,15 @@ type WindowProgress =
       /// Length of the audio in seconds.
       Duration: float }
 
+/// What long-form transcription reports before it decodes a window of an audio.
+type WindowStart =
+    { /// Index of the audio in the batch.
+      Audio: int
+      /// Where the window starts in the audio (seconds).
+      Start: float
+      /// Length of the audio in seconds.
+      Duration: float }
+
 /// Long-form transcription (openai/whisper's `transcribe`): the whole audio's log-mel (padded by 30 s of zeros) is
 /// read window by window; each window is decoded with temperature fallback, split into segments at timestamp
 /// pairs, and the next window starts at the last timestamp (or after the window when it ends in a lone timestamp or
@@ -96,13 +105,15 @@ module LongForm =
         mask.narrow(0L, 0L, int64 size).fill_((1.0).ToScalar()) |> ignore
         padded.reshape(nMels, frames), mask
 
-    /// Transcribes a batch of 16 kHz mono audios; onWindow hears each window's new segments as they are made.
-    /// Runs in inference mode, one dispose scope per window: nothing is left in the caller's scope.
-    let transcribe
+    /// Transcribes a batch of 16 kHz mono audios; onWindowStart hears each window before it is decoded (a window
+    /// can take minutes on a CPU), onWindow its new segments once they are made. Runs in inference mode, one
+    /// dispose scope per window: nothing is left in the caller's scope.
+    let transcribeWithProgress
         (model: ISpeechModel)
         (tokenizer: Tokenizer)
         (options: TranscribeOptions)
         (audios: float32[][])
+        (onWindowStart: WindowStart -> unit)
         (onWindow: WindowProgress -> unit)
         (ct: CancellationToken)
         : Transcript[] =
@@ -154,6 +165,8 @@ module LongForm =
         let mutable active = states |> Array.indexed |> Array.filter (fun (_, s) -> s.Seek < s.ContentFrames)
         while active.Length > 0 do
             ct.ThrowIfCancellationRequested()
+            for index, s in active do
+                onWindowStart { Audio = index; Start = float s.Seek * precision / float stride; Duration = s.Duration }
             (use _ = torch.NewDisposeScope()
              let sizes = active |> Array.map (fun (_, s) -> min frames (s.ContentFrames - s.Seek))
              let windows = Array.map2 (fun (_, s) size -> window s.Mel s.Seek size) active sizes
@@ -210,3 +223,15 @@ module LongForm =
             { Text = tokenizer.Decode(tokens, SkipAll)
               Segments = List.ofSeq s.Segments
               Language = s.Language })
+
+    /// Transcribes a batch of 16 kHz mono audios; onWindow hears each window's new segments as they are made
+    /// (see transcribeWithProgress).
+    let transcribe
+        (model: ISpeechModel)
+        (tokenizer: Tokenizer)
+        (options: TranscribeOptions)
+        (audios: float32[][])
+        (onWindow: WindowProgress -> unit)
+        (ct: CancellationToken)
+        : Transcript[] =
+        transcribeWithProgress model tokenizer options audios ignore onWindow ct

@@ -52,13 +52,16 @@ type Transcriber(model: ISpeechModel) =
         Search.detectLanguage model tokenizer (model.Encode(mel, None))
 
     /// Transcribes files batchSize at a time (audio loaded with Audio.load). A file that cannot be loaded or
-    /// decoded gets an Error and the others go on (a failed batch is retried file by file); onProgress hears every
-    /// window, onFile every finished file (in input order within a batch). Cancellation propagates.
+    /// decoded (or holds no samples) gets an Error and the others go on (a failed batch is retried file by file);
+    /// onWindowStart hears every window before it is decoded (no segments; Done is where it starts), onProgress
+    /// every window once decoded, onFile every finished file (in input order within a batch). Cancellation
+    /// propagates.
     member this.TranscribeFiles
         (
             paths: string list,
             options: TranscribeOptions,
             batchSize: int,
+            onWindowStart: FileProgress -> unit,
             onProgress: FileProgress -> unit,
             onFile: string -> Result<Transcript, exn> -> unit,
             ct: CancellationToken
@@ -70,13 +73,19 @@ type Transcriber(model: ISpeechModel) =
             |> List.map (fun p ->
                 p,
                 lazy
-                    (try Ok(Audio.load p)
+                    (try
+                        let samples = Audio.load p
+                        // An empty file would "succeed" with an empty transcript; say so instead.
+                        if samples.Length = 0 then Error(IO.InvalidDataException $"{p}: the file holds no audio samples" :> exn)
+                        else Ok samples
                      with e -> Error e))
         let run (batch: (string * float32[]) list) =
             let paths = batch |> List.map fst |> Array.ofList
             let progress (w: WindowProgress) =
                 onProgress { Path = paths.[w.Audio]; Segments = w.Segments; Done = w.Done; Duration = w.Duration }
-            this.Transcribe(batch |> List.map snd |> Array.ofList, options, progress, ct)
+            let starting (w: WindowStart) =
+                onWindowStart { Path = paths.[w.Audio]; Segments = []; Done = w.Start; Duration = w.Duration }
+            LongForm.transcribeWithProgress model tokenizer options (batch |> List.map snd |> Array.ofList) starting progress ct
         [ for chunk in List.chunkBySize batchSize loaded do
               ct.ThrowIfCancellationRequested()
               let outcomes = chunk |> List.map (fun (p, audio) -> p, audio.Force()) |> Array.ofList
@@ -98,6 +107,18 @@ type Transcriber(model: ISpeechModel) =
                       | Ok _ -> decoded.[ready |> Array.findIndex (fun (j, _) -> j = i)]
                   onFile p result
                   yield p, result ]
+
+    /// Transcribes files batchSize at a time (see the overload with onWindowStart).
+    member this.TranscribeFiles
+        (
+            paths: string list,
+            options: TranscribeOptions,
+            batchSize: int,
+            onProgress: FileProgress -> unit,
+            onFile: string -> Result<Transcript, exn> -> unit,
+            ct: CancellationToken
+        ) : (string * Result<Transcript, exn>) list =
+        this.TranscribeFiles(paths, options, batchSize, ignore, onProgress, onFile, ct)
 
 /// Functions over Transcriber.
 [<RequireQualifiedAccess>]
