@@ -37,6 +37,9 @@ Usage
     Writes DIR/encoder.npy (B, S, D), DIR/encoder_mask.npy (B, S), DIR/logits.npy (B, T, V) with --tokens, and for
     each predictor slot N: DIR/layer{N}_probabilities.npy (B, L), DIR/layer{N}_boundaries.npy (B, L),
     DIR/layer{N}_mask.npy (B, S), DIR/layer{N}_pooled.npy (B, S, D).
+  magnet_reference.py --unet DIR --alignment aligned|original_crop
+    BP3's U-Net alone (evaluation mode): DIR holds its state-dict tensors as NAME.npy (encoder_conv.weight.npy, …,
+    BatchNorm running statistics included), x.npy (B, L, D) and mask.npy (B, L); writes DIR/y.npy (B, L, D).
 
 Needs PyTorch and numpy (on Debian: apt-get install python3-torch). Runs in float32 on the CPU.
 """
@@ -503,19 +506,43 @@ def load(folder):
     return model.eval()
 
 
+def run_unet(folder, alignment):
+    x = torch.from_numpy(np.load(os.path.join(folder, "x.npy")).astype(np.float32))
+    mask = torch.from_numpy(np.load(os.path.join(folder, "mask.npy"))) != 0
+    unet = UNet(x.shape[2], alignment)
+    state = {}
+    for name in os.listdir(folder):
+        key = name[:-len(".npy")]
+        if name.endswith(".npy") and key not in ("x", "mask", "y"):
+            state[key] = torch.from_numpy(np.load(os.path.join(folder, name)).astype(np.float32))
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise KeyError(f"{folder}: missing U-Net tensors {missing}, unexpected {unexpected}")
+    with torch.inference_mode():
+        np.save(os.path.join(folder, "y.npy"), unet.eval()(x, mask).numpy())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="MagnetWhisper folder (config.json + model.safetensors + magnet.json)")
-    p.add_argument("--mel", required=True, help="input log-mel .npy (B, mels, frames)")
+    p.add_argument("model", nargs="?", help="MagnetWhisper folder (config.json + model.safetensors + magnet.json)")
+    p.add_argument("--unet", help="run BP3's U-Net alone on the tensors of this folder (see the usage)")
+    p.add_argument("--alignment", default="aligned", help="U-Net alignment with --unet: aligned or original_crop")
+    p.add_argument("--mel", help="input log-mel .npy (B, mels, frames)")
     p.add_argument("--mask", help="frame mask .npy (B, frames), nonzero = valid")
     p.add_argument("--tokens", help="decoder input token ids .npy (B, T)")
-    p.add_argument("--out", required=True, help="folder for the output .npy files")
+    p.add_argument("--out", help="folder for the output .npy files")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     args = p.parse_args()
     if args.threads is not None:
         if args.threads < 1:
             p.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
+    if args.unet is not None:
+        run_unet(args.unet, args.alignment)
+        return
+    if args.model is None or args.mel is None or args.out is None:
+        p.error("give MODEL_DIR, --mel and --out (or --unet DIR)")
     model = load(args.model)
     mel = torch.from_numpy(np.load(args.mel).astype(np.float32))
     mask = None if args.mask is None else torch.from_numpy(np.load(args.mask).astype(np.float32))

@@ -199,10 +199,50 @@ let private check (case: Case) =
         Expect.exists perturbed (fun f -> f.Contains what) $"a 1e-2 change of {name} is detected in the {what}"
         t.copy_(saved) |> ignore
 
+/// BP3's U-Net alone (evaluation mode, perturbed weights and running statistics, a padded batch of odd and even
+/// lengths) against the reference's; the output of every frame must agree.
+let private checkUNet (alignment: UNetAlignment) =
+    requireTorch ()
+    use _ = torch.NewDisposeScope()
+    use temp = new Temp()
+    let dim = 16
+    torch.manual_seed 201L |> ignore
+    use unet = new UNet1D(dim, 0.1, alignment)
+    unet.eval()
+    let state = unet.state_dict()
+    use _ = torch.no_grad()
+    for KeyValue(name, t) in state do
+        if name.EndsWith "running_var" then t.copy_(torch.rand_like(t) + 0.5) |> ignore
+        elif t.is_floating_point() then t.add_(torch.randn_like(t) * 0.3) |> ignore
+    for l, lens in [ 13L, [| 13L; 8L; 5L |]; 10L, [| 10L; 7L; 2L |] ] do
+        let x = torch.randn(int64 lens.Length, l, int64 dim)
+        let mask = frameMask l lens
+        let dir = temp.Sub $"unet-{l}"
+        Directory.CreateDirectory dir |> ignore
+        for KeyValue(name, t) in state do
+            if t.is_floating_point() then Npy.write (Path.Combine(dir, name + ".npy")) t
+        Npy.write (Path.Combine(dir, "x.npy")) x
+        Npy.write (Path.Combine(dir, "mask.npy")) mask
+        let name = match alignment with Aligned -> "aligned" | OriginalCrop -> "original_crop"
+        let code, stdout, stderr = runProcess python [ script "magnet_reference.py"; "--unet"; dir; "--alignment"; name; "--threads"; "1" ] 120000
+        if code <> 0 then failtest $"magnet_reference.py --unet exited with {code}:\n{stdout}\n{stderr}"
+        let ours = unet.Run(x, Some mask, None)
+        let theirs = npy dir "y.npy"
+        expectClose $"{alignment} U-Net, L = {l}" ours theirs
+        // The comparison can fail: a 1e-2 change of the final BatchNorm's bias shows up.
+        let bias = state.["decoder_norm2.bias"]
+        bias.add_((1e-2).ToScalar()) |> ignore
+        let _, bad = compare rtol atol (unet.Run(x, Some mask, None)) theirs
+        bias.sub_((1e-2).ToScalar()) |> ignore
+        Expect.isGreaterThan bad 0L "a 1e-2 change of decoder_norm2.bias is detected"
+
 [<Tests>]
 let tests =
     testList "magnet" [
         testList "pytorch parity" [
-            for c in cases -> test c.Name { check c }
+            for c in cases do
+                yield test c.Name { check c }
+            yield test "BP3's aligned U-Net equals the reference's (padded batch, odd and even L)" { checkUNet Aligned }
+            yield test "BP3's original cropped U-Net equals the reference's" { checkUNet OriginalCrop }
         ]
     ]
