@@ -1,5 +1,5 @@
-/// The four boundary predictors: shapes and masks, the forced last boundary, statistics and losses against
-/// recomputations with the tensor core, determinism and batch invariance at inference, seeded reproducibility while
+/// The four boundary predictors: shapes and masks, the forced last boundary, statistics, losses, log-probabilities,
+/// samples and pooled outputs against float64 formulas written out in the tests (Formulas.fs), determinism and batch invariance at inference, seeded reproducibility while
 /// sampling, where gradients flow (count loss, downsample, RL log-probability), state-dict names and initialisation.
 module MagnetWhisper.Tests.Magnet.PredictorTests
 

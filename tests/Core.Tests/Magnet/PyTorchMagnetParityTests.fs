@@ -2,7 +2,8 @@
 /// DECISIONS.md): a small random MagnetWhisper folder saved by our code is run by both on a padded batch, and the
 /// per-predictor probabilities, boundaries, shortened masks and pooled segments, the encoder output and its mask, and
 /// the decoder logits must agree in float32, for every predictor type and pooling, BP3's U-Net (both alignments) and
-/// extra convolutions. Skipped when /usr/bin/python3 cannot import torch (Debian: apt-get install python3-torch).
+/// extra convolutions, for the model in memory and loaded back from its folder. Skipped when /usr/bin/python3 cannot
+/// import torch (Debian: apt-get install python3-torch).
 module MagnetWhisper.Tests.Magnet.PyTorchMagnetParityTests
 
 open System
@@ -146,9 +147,9 @@ let private check (case: Case) =
     Npy.write tokensPath tokens
     runReference folder melPath (if case.Masked then Some maskPath else None) tokensPath out
     use _ = torch.no_grad()
-    let compareAll (label: string) =
-        use enc = encode ()
-        let speech = m :> ISpeechModel
+    let compareAll (model: MagnetWhisperModel) (label: string) =
+        use enc = model.Encode(mel, mask)
+        let speech = model :> ISpeechModel
         let step = speech.Decode(tokens, { Hidden = enc.Hidden; Mask = Some enc.Mask }, None, None)
         eprintfn "MagnetWhisper PyTorch parity (%s%s):" case.Name label
         let failures = ResizeArray<string>()
@@ -181,8 +182,12 @@ let private check (case: Case) =
         for t in step.Cache.Tensors do
             t.Dispose()
         List.ofSeq failures
-    let failures = compareAll ""
+    let failures = compareAll m ""
     if not failures.IsEmpty then failtest (String.Join("\n", failures))
+    // The folder loaded back gives the same numbers.
+    use loaded = MagnetFormat.load folder torch.CPU torch.float32
+    let loadedFailures = compareAll loaded ", loaded from the saved folder"
+    if not loadedFailures.IsEmpty then failtest (String.Join("\n", loadedFailures))
     // The comparison can fail: a 1e-2 change of one predictor tensor or of the final LayerNorm bias shows up.
     let probe =
         let s = case.Slots.Head
@@ -195,7 +200,7 @@ let private check (case: Case) =
         let t = stateOf m name
         use saved = t.clone()
         t.add_((1e-2).ToScalar()) |> ignore
-        let perturbed = compareAll $", {name} + 1e-2"
+        let perturbed = compareAll m $", {name} + 1e-2"
         Expect.exists perturbed (fun f -> f.Contains what) $"a 1e-2 change of {name} is detected in the {what}"
         t.copy_(saved) |> ignore
 
