@@ -62,8 +62,12 @@ let tests =
                 Expect.equal inPadded.Pooled.shape [| 2L; 1L; int64 dim |] "S = 1"
                 Expect.equal inFull.Pooled.shape [| 2L; 0L; int64 dim |] "S = 0"
                 Expect.equal (inPadded.Mask.data<float32>() |> Seq.toList) [ 0.0f; 1.0f ] "the extra tail segment is not valid"
-                let embedOnly = Positions.addSinusoidal (torch.zeros(1L, 1L, int64 dim))
+                let embedOnly = torch.tensor(Formulas.sinusoidal 0 dim, dtype = torch.float32).unsqueeze(0L) // segment 0: sin 0, cos 0, …
                 Expect.isGreaterThan ((inPadded.Pooled.[0L] - embedOnly.[0L]).abs().max().item<float32>()) 1e-3f "row 0's tail pooled"
+                if pooling = MeanPooling && kind <> Bp3 then
+                    // The tail segment is the mean of all 13 frames of row 0, plus the embedding of ordinal 0.
+                    let mean = hidden.[0L].to_type(torch.float64).mean([| 0L |]).unsqueeze(0L)
+                    close 1e-5 "row 0's tail = mean of its frames + PE(0)" inPadded.Pooled.[0L] (mean + embedOnly.to_type(torch.float64))
                 // The default: row 0 gets its forced last boundary, and its output is the same in both batches and alone.
                 use independent = predictor (forcedOnly kind pooling BatchIndependent)
                 let a = run independent hidden padded
@@ -84,7 +88,7 @@ let tests =
             close 1e-6 "row 0 identical when both rows have one boundary" withBoundary.Pooled.[0L] without.Pooled.[0L]
             // Row 1 without boundary: its whole valid sequence is the extra segment 0 (row 0 is maximal).
             Expect.equal (without.Mask.data<float32>() |> Seq.toList) [ 1.0f; 0.0f ] "row 1's tail segment is not valid"
-            let embedOnly = Positions.addSinusoidal (torch.zeros(1L, 1L, int64 dim))
+            let embedOnly = torch.tensor(Formulas.sinusoidal 0 dim, dtype = torch.float32).unsqueeze(0L) // segment 0: sin 0, cos 0, …
             Expect.isGreaterThan ((without.Pooled.[1L] - embedOnly.[0L]).abs().max().item<float32>()) 1e-3f "row 1's frames pooled"
 
         testCase "BP1 all-ones RL pooling: S = valid length, log-prob of the sample with gradient" <| fun () ->

@@ -167,30 +167,32 @@ let tests =
                 Expect.isTrue (counts.[1] <= 15.0) "no boundary past the mask"
             }
 
-            test "the boundary loss inside the model equals the predictor's own on the same input" {
+            test "the boundary loss inside the model is 10 · NLL_Bin(k; n, t)/n of each row's count, valid positions and target" {
                 use _ = torch.NewDisposeScope()
                 let options = withPredictor 0 Bp1 0.25
                 use m = magnet 9L config options
                 let mel, mask = paddedMel 10L config [| 48L; 36L |]
-                let targets = torch.tensor([| 6.0f; 4.0f |]).reshape(1L, 2L)
+                let targets = [| 6.0; 4.0 |]
+                let targetMatrix = torch.tensor(targets |> Array.map float32).reshape(1L, 2L)
                 use g1 = Boundaries.generator 11L torch.CPU
-                use out = m.Encode(EncoderInput.Training(mel, Some mask, Some targets, g1))
-                // The predictor's input before layer 0: GELU(conv2(GELU(conv1(mel)))), no positions.
-                let w n = stateTensor m n
-                let x = torch.nn.functional.gelu (torch.nn.functional.conv1d (mel, w "model.encoder.conv1.weight", w "model.encoder.conv1.bias", padding = 1L))
-                let x = torch.nn.functional.gelu (torch.nn.functional.conv1d (x, w "model.encoder.conv2.weight", w "model.encoder.conv2.bias", stride = 2L, padding = 1L))
-                let hidden = x.permute(0, 2, 1)
-                let pooledMask = Positions.poolFrameMask 2 mask
-                let predictor = (m.Encoder.Predictor 0).Value
-                use g2 = Boundaries.generator 11L torch.CPU
-                let alone: PredictorInput =
-                    { Hidden = hidden; Mask = Some pooledMask; Targets = Some(targets.select(0L, 0L)); Mode = Sample g2; Rl = false
-                      Schedule = Schedule.OfConfig predictor.Config }
-                use own = predictor.forward alone
-                close 1e-5 "loss" out.BoundaryLoss own.Loss
-                close 1e-5 "per utterance" out.BoundaryLossPerUtterance own.LossPerUtterance
-                close 0.0 "boundaries" out.Layers.Head.Output.Boundaries own.Boundaries
-                Expect.isGreaterThan (Tensors.toFloat own.Loss) 0.0 "a real loss"
+                use out = m.Encode(EncoderInput.Training(mel, Some mask, Some targetMatrix, g1))
+                let o = out.Layers.Head.Output
+                // Valid positions after conv2's stride 2: ⌈48/2⌉ and ⌈36/2⌉.
+                let n = [| 24.0; 18.0 |]
+                Expect.equal (Tensors.toFloatArray o.ValidCounts) n "valid positions"
+                let k = Tensors.toFloatArray o.BoundaryCounts
+                for r, b in Array.indexed (Formulas.rows o.Boundaries) do
+                    Expect.equal (Array.sum b) k.[r] $"row {r}: the count is the row's boundaries"
+                    Expect.equal b.[int n.[r] - 1] 1.0 $"row {r}: the last valid position is a boundary"
+                    Expect.isTrue (b.[int n.[r] ..] |> Array.forall ((=) 0.0)) $"row {r}: no boundary past the mask"
+                // The encoder's lerp at progress 1, then BP1's own schedule at 1 (targets scheduled once): t_eff = min(t, n).
+                let expected =
+                    Array.init 2 (fun r ->
+                        let t = Formulas.compressionTarget 1.0 n.[r] (Formulas.progressTarget 1.0 n.[r] targets.[r])
+                        10.0 * Formulas.binomialFromTarget k.[r] n.[r] t)
+                Formulas.expectClose 1e-5 "per utterance" (Tensors.toFloatArray out.BoundaryLossPerUtterance) expected
+                Formulas.expectClose 1e-5 "loss" [| Tensors.toFloat out.BoundaryLoss |] [| Array.average expected |]
+                Expect.isGreaterThan (Tensors.toFloat out.BoundaryLoss) 0.0 "a real loss"
             }
 
             test "one target row per count-trained predictor; a missing row is an error naming the slot" {
@@ -202,7 +204,17 @@ let tests =
                 let two = torch.tensor([| 8.0f; 6.0f; 4.0f; 3.0f |]).reshape(2L, 2L)
                 use out = m.Encode(EncoderInput.Training(mel, Some mask, Some two, g))
                 Expect.equal out.Layers.Length 2 "two predictors"
-                close 1e-6 "boundary loss = Σ layers" out.BoundaryLoss (out.Layers.[0].Output.Loss + out.Layers.[1].Output.Loss)
+                // Layer 0 (BP1) reads row 0 on ⌈48/2⌉, ⌈40/2⌉ positions; layer 1 (BP2) row 1 on layer 0's segments.
+                let k0 = Tensors.toFloatArray out.Layers.[0].Output.BoundaryCounts
+                let k1 = Tensors.toFloatArray out.Layers.[1].Output.BoundaryCounts
+                let n0 = [| 24.0; 20.0 |]
+                Expect.equal (Tensors.toFloatArray out.Layers.[1].Output.ValidCounts) k0 "layer 1's valid positions are layer 0's segments"
+                let rows = Formulas.rows two
+                let lossOf (k: float[]) (n: float[]) (t: float[]) =
+                    Array.init 2 (fun r -> 10.0 * Formulas.binomialFromTarget k.[r] n.[r] (Formulas.progressTarget 1.0 n.[r] t.[r]))
+                let perUtterance = Array.map2 (+) (lossOf k0 n0 rows.[0]) (lossOf k1 k0 rows.[1])
+                Formulas.expectClose 1e-5 "boundary loss per utterance = Σ layers" (Tensors.toFloatArray out.BoundaryLossPerUtterance) perUtterance
+                Formulas.expectClose 1e-5 "boundary loss = Σ layers of the batch means" [| Tensors.toFloat out.BoundaryLoss |] [| Array.average perUtterance |]
                 use g2 = Boundaries.generator 14L torch.CPU
                 let one = two.narrow(0L, 0L, 1L)
                 let e = Expect.throwsC (fun () -> m.Encode(EncoderInput.Training(mel, Some mask, Some one, g2)) |> ignore) id
@@ -246,21 +258,33 @@ let tests =
                 use g = Boundaries.generator 21L torch.CPU
                 let targets = torch.tensor([| 6.0f; 5.0f |]).reshape(1L, 2L)
                 use r = m.Forward(ForwardInput.Training(mel, Some mask, labels, Some targets, g))
-                close 1e-5 "loss" r.Loss (r.CrossEntropy + r.BoundaryLoss)
-                let logits = r.Logits.to_type(torch.float32)
-                let ce (b: int64) (t: int64) = torch.nn.functional.cross_entropy(logits.[b, t].unsqueeze(0L), labels.[b, t].unsqueeze(0L))
-                let row0 = (ce 0L 0L + ce 0L 1L + ce 0L 2L + ce 0L 3L) / 4.0
-                let row1 = (ce 1L 0L + ce 1L 1L) / 2.0
-                close 1e-5 "token mean" r.CrossEntropy ((ce 0L 0L + ce 0L 1L + ce 0L 2L + ce 0L 3L + ce 1L 0L + ce 1L 1L) / 6.0)
-                close 1e-5 "per utterance" r.CrossEntropyPerUtterance (torch.stack([ row0; row1 ]))
-                close 1e-5 "RL loss per utterance" r.LossPerUtterance (r.CrossEntropyPerUtterance + r.Encoder.BoundaryLossPerUtterance)
+                // Cross-entropy by hand in float64: logsumexp of the logits minus the label's logit.
+                let ceOf (logits: Tensor) =
+                    let v = int logits.shape.[2]
+                    let flat = Tensors.toFloatArray logits
+                    fun (b: int) (t: int) ->
+                        let z = flat.[(b * 4 + t) * v .. (b * 4 + t + 1) * v - 1]
+                        let top = Array.max z
+                        top + log (z |> Array.sumBy (fun x -> exp (x - top))) - z.[int (labels.[int64 b, int64 t].item<int64>())]
+                let ce = ceOf r.Logits
+                let row0 = [ for t in 0 .. 3 -> ce 0 t ]
+                let row1 = [ for t in 0 .. 1 -> ce 1 t ]
+                let tokenMean = List.average (row0 @ row1)
+                // The predictor before layer 1 sees ⌈48/2⌉, ⌈40/2⌉ valid positions; targets 6, 5 scheduled once.
+                let k = Tensors.toFloatArray r.Encoder.Layers.Head.Output.BoundaryCounts
+                let n = [| 24.0; 20.0 |]
+                let boundary = Array.init 2 (fun b -> 10.0 * Formulas.binomialFromTarget k.[b] n.[b] (Formulas.progressTarget 1.0 n.[b] [| 6.0; 5.0 |].[b]))
+                Formulas.expectClose 1e-5 "token mean" [| Tensors.toFloat r.CrossEntropy |] [| tokenMean |]
+                Formulas.expectClose 1e-5 "loss = token-mean CE + boundary loss" [| Tensors.toFloat r.Loss |] [| tokenMean + Array.average boundary |]
+                let perUtterance = [| List.average row0; List.average row1 |]
+                Formulas.expectClose 1e-5 "per utterance" (Tensors.toFloatArray r.CrossEntropyPerUtterance) perUtterance
+                Formulas.expectClose 1e-5 "RL loss per utterance" (Tensors.toFloatArray r.LossPerUtterance) (Array.map2 (+) perUtterance boundary)
                 use w = whisper 19L config
                 use original = MagnetWhisperModel.FromWhisper(w, { withPredictor 1 Bp1 0.25 with Compatibility = Compatibility.Original })
                 original.eval()
                 use e = original.Forward(ForwardInput.Evaluation(mel, Some mask, labels))
-                let logits = e.Logits.to_type(torch.float32)
-                let ce (b: int64) (t: int64) = torch.nn.functional.cross_entropy(logits.[b, t].unsqueeze(0L), labels.[b, t].unsqueeze(0L))
-                close 1e-5 "original: row 1 averaged over all 4 positions" (e.CrossEntropyPerUtterance.[1L]) ((ce 1L 0L + ce 1L 1L) / 4.0)
+                let ce = ceOf e.Logits
+                Formulas.expectClose 1e-5 "original: row 1 averaged over all 4 positions" [| Tensors.toFloat e.CrossEntropyPerUtterance.[1L] |] [| (ce 1 0 + ce 1 1) / 4.0 |]
             }
 
             test "mean pooling passes the decoder loss's gradient to the scorer; attention pooling does not" {

@@ -1,5 +1,5 @@
-/// The four boundary predictors: shapes and masks, the forced last boundary, statistics and losses against
-/// recomputations with the tensor core, determinism and batch invariance at inference, seeded reproducibility while
+/// The four boundary predictors: shapes and masks, the forced last boundary, statistics, losses, log-probabilities,
+/// samples and pooled outputs against float64 formulas written out in the tests (Formulas.fs), determinism and batch invariance at inference, seeded reproducibility while
 /// sampling, where gradients flow (count loss, downsample, RL log-probability), state-dict names and initialisation.
 module MagnetWhisper.Tests.Magnet.PredictorTests
 
@@ -142,43 +142,64 @@ let private checkStructure (what: string) (o: PredictorOutput) =
         Expect.equal (Array.sum bs) counts.[beta] $"{what}: counts are the row sums"
     Expect.isFalse (Tensors.toFloatArray o.Pooled |> Array.exists Double.IsNaN) $"{what}: pooled has no NaN"
 
-/// The statistics equal Boundaries.stats of the returned probabilities and boundaries.
-let private checkStats (what: string) (o: PredictorOutput) (mask: Tensor) =
-    use st = Boundaries.stats (Some mask) o.Probabilities o.Boundaries
-    let pairs =
-        [ "counts", o.BoundaryCounts, st.Counts; "valid", o.ValidCounts, st.ValidPositions
-          "confidence", o.Confidence, st.Confidence; "entropy", o.Entropy, st.Entropy; "cv", o.SpacingCv, st.SpacingCv
-          "cv defined", o.CvDefined.to_type(torch.float32), st.CvDefined.to_type(torch.float32)
-          "mean cv", o.MeanSpacingCv, st.MeanSpacingCv; "adjacency", o.Adjacency, st.Adjacency
-          "adjacency overall", o.AdjacencyOverall, st.AdjacencyOverall ]
-    for name, actual, expected in pairs do
-        close 1e-6 $"{what}: {name}" actual expected
-    let cv = Tensors.toFloatArray o.SpacingCv
-    Expect.isFalse (cv |> Array.exists Double.IsNaN) $"{what}: CV is never NaN"
-    for a in Array.append (Tensors.toFloatArray o.Adjacency) [| Tensors.toFloat o.AdjacencyOverall |] do
-        Expect.isTrue (a >= 0.0 && a <= 1.0) $"{what}: adjacency {a} is a fraction"
+/// Valid frames of each row as a 0/1 float64 array of length L.
+let private validRow (len: int64) (l: int64) = Array.init (int l) (fun f -> if int64 f < len then 1.0 else 0.0)
 
-/// The loss the output should have, recomputed with Losses from its own counts.
-let private expectedLoss (config: PredictorConfig) (input: PredictorInput) (o: PredictorOutput) (mask: Tensor) =
-    let k, n = o.BoundaryCounts, o.ValidCounts
+/// The statistics equal their definitions (SPEC §4.2 step 8, DECISIONS #5) written out in float64 from the returned
+/// probabilities and boundaries.
+let private checkStats (what: string) (o: PredictorOutput) (lens: int64[]) =
+    let p, b = Formulas.rows o.Probabilities, Formulas.rows o.Boundaries
+    let l = o.Boundaries.shape.[1]
+    let m = lens |> Array.map (fun len -> validRow len l)
+    let g = Array.init lens.Length (fun r -> Formulas.gaps b.[r] (int lens.[r]))
+    let perRow f = Array.init lens.Length f
+    let check name (actual: Tensor) expected = Formulas.expectClose 1e-5 $"{what}: {name}" (Tensors.toFloatArray actual) expected
+    check "counts" o.BoundaryCounts (perRow (fun r -> Array.sum b.[r]))
+    check "valid" o.ValidCounts (lens |> Array.map float)
+    check "confidence" o.Confidence (perRow (fun r -> Formulas.confidence p.[r] m.[r]))
+    check "entropy" o.Entropy (perRow (fun r -> Formulas.entropy p.[r] m.[r]))
+    let cv = perRow (fun r -> Formulas.spacingCv g.[r])
+    check "cv" o.SpacingCv cv
+    let defined = perRow (fun r -> g.[r].Length >= 2)
+    check "cv defined" (o.CvDefined.to_type(torch.float32)) (defined |> Array.map (fun d -> if d then 1.0 else 0.0))
+    let definedCv = Array.zip cv defined |> Array.filter snd |> Array.map fst
+    check "mean cv" o.MeanSpacingCv [| (if definedCv.Length = 0 then 0.0 else Array.average definedCv) |]
+    check "adjacency" o.Adjacency (perRow (fun r -> Formulas.adjacencyFraction g.[r]))
+    let all = Array.concat g
+    check "adjacency overall" o.AdjacencyOverall [| Formulas.adjacencyFraction all |]
+    Expect.isFalse (Tensors.toFloatArray o.SpacingCv |> Array.exists Double.IsNaN) $"{what}: CV is never NaN"
+
+/// Σ over each row's valid frames except its last (forced, not an action) of b ln p + (1 − b) ln(1 − p), float64.
+let private expectedLogProb (o: PredictorOutput) (lens: int64[]) =
+    let p, b = Formulas.rows o.Probabilities, Formulas.rows o.Boundaries
+    let l = o.Boundaries.shape.[1]
+    Array.init lens.Length (fun r -> Formulas.logProb p.[r] b.[r] (validRow (lens.[r] - 1L) l))
+
+/// The loss the output should have, written out in float64 (SPEC §3, §4.2 steps 6–7, §4.4) from its own counts.
+let private expectedLoss (config: PredictorConfig) (input: PredictorInput) (o: PredictorOutput) (lens: int64[]) =
+    let k, n = Tensors.toFloatArray o.BoundaryCounts, lens |> Array.map float
+    let b = Formulas.rows o.Boundaries
+    let l = o.Boundaries.shape.[1]
     let schedule = input.Schedule
-    match input.Mode with
-    | Threshold -> torch.zeros_like(o.LossPerUtterance)
-    | Sample _ | Replay _ when input.Rl ->
-        let prior = Losses.scheduledPrior config.Prior schedule.PriorSchedule
-        let binomial = Losses.binomialPerUtterance prior k n
-        let capped = if config.Kind = Bp1 then binomial.clamp_max(sc 1.0) else binomial
-        capped + Losses.repulsionPerUtterance o.Boundaries (Some mask) + Losses.adjacencyPerUtterance o.Boundaries (Some mask)
-    | Sample _ | Replay _ ->
-        match config.Kind, input.Targets with
-        | (Bp1 | Bp4), Some t ->
-            let effective = Losses.compressionScheduledTargets schedule.CompressionSchedule (Losses.scheduleTotals (Some mask) t) t
-            Losses.binomialFromTargets k n effective * 10.0
-        | (Bp2 | Bp3), Some t -> Losses.binomialFromTargets k n t * 10.0
-        | Bp3, None ->
-            let prior = Losses.scheduledPrior config.Prior schedule.PriorSchedule
-            Losses.binomialPerUtterance prior k n * (10.0 * schedule.BoundaryLossWeight)
-        | _, None -> failwith "no targets"
+    let t = input.Targets |> Option.map Tensors.toFloatArray
+    Array.init lens.Length (fun r ->
+        match input.Mode with
+        | Threshold -> 0.0
+        | Sample _ | Replay _ when input.Rl ->
+            let prior = Formulas.scheduledPrior config.Prior schedule.PriorSchedule
+            let binomial = Formulas.binomialFromPrior prior k.[r] n.[r]
+            let capped = if config.Kind = Bp1 then min binomial 1.0 else binomial
+            let m = validRow lens.[r] l
+            capped + Formulas.repulsion b.[r] m + Formulas.adjacentPenalty b.[r] m
+        | Sample _ | Replay _ ->
+            match config.Kind, t with
+            | (Bp1 | Bp4), Some t ->
+                10.0 * Formulas.binomialFromTarget k.[r] n.[r] (Formulas.compressionTarget schedule.CompressionSchedule n.[r] t.[r])
+            | (Bp2 | Bp3), Some t -> 10.0 * Formulas.binomialFromTarget k.[r] n.[r] t.[r]
+            | Bp3, None ->
+                let prior = Formulas.scheduledPrior config.Prior schedule.PriorSchedule
+                10.0 * schedule.BoundaryLossWeight * Formulas.binomialFromPrior prior k.[r] n.[r]
+            | _, None -> failwith "no targets")
 
 let private schedule =
     { Temperature = 0.7; CompressionSchedule = 0.5; PriorSchedule = 0.5; BoundaryLossWeight = 0.7; TargetProgress = 1.0 }
@@ -241,12 +262,14 @@ let tests =
             checkStructure "inference" o
             let counts = Tensors.toFloatArray o.BoundaryCounts
             Expect.isTrue (Array.exists2 (fun k n -> k > 1.0 && k < float n) counts lengths) $"a non-trivial segmentation: {counts}"
-            checkStats "inference" o mask
+            checkStats "inference" o lengths
             Expect.equal (Tensors.toFloat o.Loss) 0.0 "inference loss is 0"
             Expect.isNone o.LogProb "no log-probability at inference"
             // The threshold decides (DECISIONS #5): boundaries are 1[p > threshold] masked, last valid frame forced.
-            let expected = Boundaries.maskAndForce (Some mask) (Boundaries.hard p.Config.Threshold o.Probabilities)
-            close 0.0 "1[p > threshold]" o.Boundaries expected)
+            let probabilities = Formulas.rows o.Probabilities
+            for r in 0 .. lengths.Length - 1 do
+                Expect.sequenceEqual (rowOf o.Boundaries r) (Formulas.thresholdBoundaries p.Config.Threshold probabilities.[r] (int lengths.[r]))
+                    $"row {r}: 1[p > threshold] on valid frames, last valid frame forced")
 
         perCase "sampling: shapes, shortened mask, forced last boundary, statistics, log-probability" (fun c ->
             use p = build c 2L
@@ -255,11 +278,10 @@ let tests =
             use g = Boundaries.generator 5L torch.CPU
             use o = p.forward(sampling g hidden mask)
             checkStructure "sampling" o
-            checkStats "sampling" o mask
+            checkStats "sampling" o lengths
             match o.LogProb with
             | Some lp ->
-                let actions = mask * (1.0 - Boundaries.lastValidFrame (Some mask) mask)
-                close 1e-5 "log-prob over the sampled (unforced) frames" lp (Boundaries.logProb (Some actions) o.Probabilities o.Boundaries)
+                Formulas.expectClose 1e-5 "log-prob over the sampled (unforced) frames" (Tensors.toFloatArray lp) (expectedLogProb o lengths)
             | None -> failtest "sampling returns a log-probability")
 
         perCase "inference is deterministic and batch-invariant (a row alone = the row in a padded batch)" (fun c ->
@@ -310,9 +332,9 @@ let tests =
             let hidden, mask = batchData 15L lengths maxLength
             let check (what: string) (input: PredictorInput) =
                 use o = p.forward input
-                let expected = expectedLoss p.Config input o mask
-                close 1e-4 $"{what}: per utterance" o.LossPerUtterance expected
-                close 1e-4 $"{what}: mean" o.Loss (expected.mean())
+                let expected = expectedLoss p.Config input o lengths
+                Formulas.expectClose 1e-5 $"{what}: per utterance" (Tensors.toFloatArray o.LossPerUtterance) expected
+                Formulas.expectClose 1e-5 $"{what}: mean" [| Tensors.toFloat o.Loss |] [| Array.average expected |]
             use g = Boundaries.generator 31L torch.CPU
             let supervised = { sampling g hidden mask with Schedule = schedule }
             check "supervised" supervised
@@ -360,10 +382,9 @@ let tests =
             let counts = Tensors.toFloatArray o.BoundaryCounts
             Expect.equal o.Pooled.shape.[1] (int64 (Array.max counts)) "pooled length follows the samples"
             Expect.isTrue (Array.exists2 (fun k n -> k < float n) counts lengths) "the samples are not all ones"
-            close 1e-4 "RL loss" o.LossPerUtterance (expectedLoss p.Config input o mask)
+            Formulas.expectClose 1e-5 "RL loss" (Tensors.toFloatArray o.LossPerUtterance) (expectedLoss p.Config input o lengths)
             let lp = o.LogProb.Value
-            let actions = mask * (1.0 - Boundaries.lastValidFrame (Some mask) mask)
-            close 1e-5 "log-prob of the samples" lp (Boundaries.logProb (Some actions) o.Probabilities o.Boundaries)
+            Formulas.expectClose 1e-5 "log-prob of the samples" (Tensors.toFloatArray lp) (expectedLogProb o lengths)
             Expect.isTrue lp.requires_grad "log-prob is differentiable"
             lp.sum().backward ()
             Expect.isGreaterThan (gradNorm (param p (scorerParameter (fst c)))) 0.0 "scorer gradient from the log-prob")
@@ -374,23 +395,34 @@ let tests =
             p.eval ()
             let hidden, mask = batchData 24L lengths maxLength
             use o = p.forward(inference hidden (Some mask))
+            // Written out in float64 from SPEC §2.1, §4.2 step 4, §4.3 step 4, §4.6 on the returned boundaries.
             let sd = p.state_dict()
-            let features =
-                match p with
-                | :? BoundaryPredictor3 as bp3 -> hidden + bp3.UNet.Run(hidden, Some mask, None)
-                | _ -> hidden
-            let attention (query: string) : Pooling.AttentionPoolParams =
-                { Query = sd.[query]; Key = sd.["pool_key.weight"]; Value = sd.["pool_value.weight"]
-                  Output = sd.["pool_output.weight"] }
+            let w (name: string) = sd.[name].to_type(torch.float64)
+            let x = hidden.to_type(torch.float64)
+            let features = if kind = Bp3 then x + Formulas.unet sd "unet." true x lengths else x
+            let members = Formulas.membership (Formulas.rows o.Boundaries) (lengths |> Array.map int)
+            let b, l, d = features.shape.[0], features.shape.[1], int64 dim
+            let project (name: string) (t: Tensor) = t.matmul(w(name).t())
             let pooled =
                 match kind, pooling with
-                | _, MeanPooling -> Downsample.downsample Downsample.defaultOptions o.Boundaries features (Some mask)
-                | Bp1, AttentionPooling -> Pooling.attentionPool (attention "pool_query") o.Boundaries (Some mask) features
+                | _, MeanPooling -> Formulas.meanPool members features
+                | Bp1, AttentionPooling ->
+                    // One head: score_l = q·(W_k x_l)/√D, pooled_s = W_o Σ_l α_sl W_v x_l.
+                    let scores = (project "pool_key.weight" features).matmul(w "pool_query") / sqrt (float dim)
+                    let values = (project "pool_value.weight" features).unsqueeze(2L)
+                    project "pool_output.weight" (Formulas.attentionPool members (scores.unsqueeze(1L)) values)
                 | _, AttentionPooling ->
-                    let norm: Pooling.LayerNormParams =
-                        { Weight = sd.["pool_layernorm.weight"]; Bias = sd.["pool_layernorm.bias"]; Eps = 1e-5 }
-                    Pooling.multiHeadAttentionPool 8 (Some norm) (attention "learned_query") o.Boundaries (Some mask) features
-            close 1e-5 "pooled" o.Pooled (Positions.addSinusoidal pooled))
+                    // LayerNorm, then 8 heads of width D/8 scored against the (unscaled) learned query.
+                    let mean = features.mean([| -1L |], keepdim = true)
+                    let variance = (features - mean).pow(sc 2.0).mean([| -1L |], keepdim = true)
+                    let normed = (features - mean) / (variance + 1e-5).sqrt() * w "pool_layernorm.weight" + w "pool_layernorm.bias"
+                    let heads = 8L
+                    let dh = d / heads
+                    let keys = (project "pool_key.weight" normed).reshape(b, l, heads, dh)
+                    let values = (project "pool_value.weight" normed).reshape(b, l, heads, dh)
+                    let scores = (keys * w("learned_query").reshape(heads, dh)).sum(-1L).permute(0L, 2L, 1L) / sqrt (float dh)
+                    project "pool_output.weight" (Formulas.attentionPool members scores values)
+            close 1e-5 "pooled" o.Pooled (pooled + Formulas.sinusoidalTable pooled.shape.[1] dim))
 
         testCase "the scorers compute the original's formulas" <| fun () ->
             use _ = torch.NewDisposeScope()
@@ -428,7 +460,8 @@ let tests =
             use bp3 = build (Bp3, AttentionPooling) 17L
             bp3.eval ()
             let sd3 = bp3.state_dict()
-            let enhanced = hidden + (bp3 :?> BoundaryPredictor3).UNet.Run(hidden, None, None)
+            let unet = Formulas.unet sd3 "unet." true (hidden.to_type(torch.float64)) (Array.create lengths.Length l)
+            let enhanced = hidden + unet.to_type(torch.float32)
             let side3 (mlp: string) (projection: string) (x: Tensor) =
                 let r = norm (linear sd3 (mlp + ".2") (gelu (linear sd3 (mlp + ".0") (norm x))))
                 torch.nn.functional.linear(r, sd3.[projection])
@@ -447,17 +480,26 @@ let tests =
             let seed = 71L
             use g = Boundaries.generator seed torch.CPU
             use rl = p.forward { PredictorInput.Create(hidden, Some mask, Sample g) with Rl = true }
-            use g2 = Boundaries.generator seed torch.CPU
-            let u = Boundaries.uniformLike g2 rl.Probabilities
-            let expected = Boundaries.maskAndForce (Some mask) (u.lt(rl.Probabilities).to_type(torch.float32))
-            close 0.0 "RL boundaries = 1[u < p], masked, last valid frame forced" rl.Boundaries expected
+            // The same generator's uniforms, in frame order: RL boundaries 1[u < p] on valid frames, last one forced.
+            let uniforms (seed: int64) (like: Tensor) =
+                use g' = Boundaries.generator seed torch.CPU
+                Formulas.rows (torch.rand(like.shape, dtype = torch.float32, generator = g'))
+            let forced (decide: int -> int -> bool) (len: int64[]) =
+                Array.init len.Length (fun r -> Array.init (int maxLength) (fun f ->
+                    if f < int len.[r] && (f = int len.[r] - 1 || decide r f) then 1.0 else 0.0))
+            let u, prl = uniforms seed rl.Probabilities, Formulas.rows rl.Probabilities
+            Expect.sequenceEqual (Formulas.rows rl.Boundaries) (forced (fun r f -> u.[r].[f] < prl.[r].[f]) lengths)
+                "RL boundaries = 1[u < p], masked, last valid frame forced"
             if kind = Bp2 || kind = Bp3 then
                 use g3 = Boundaries.generator seed torch.CPU
                 let input = { sampling g3 hidden mask with Schedule = { schedule with Temperature = 0.4 } }
                 use o = p.forward input
-                use g4 = Boundaries.generator seed torch.CPU
-                let z = Boundaries.relaxedSample g4 0.4 o.Probabilities
-                close 0.0 "supervised boundaries" o.Boundaries (Boundaries.maskAndForce (Some mask) (Boundaries.hard 0.6 z)))
+                // Relaxed Bernoulli (SPEC §4.1 step 2): z = σ((logit p̃ + ln ũ − ln(1 − ũ))/τ), ε-clamped; h = 1[z > 0.6].
+                let eps = 1.1920928955078125e-07 // float32 machine epsilon
+                let logit (q: float) = let c = Math.Clamp(q, eps, 1.0 - eps) in Math.Log c - Math.Log(1.0 - c)
+                let u, ps = uniforms seed o.Probabilities, Formulas.rows o.Probabilities
+                let z r f = 1.0 / (1.0 + Math.Exp(-(logit ps.[r].[f] + logit u.[r].[f]) / 0.4))
+                Expect.sequenceEqual (Formulas.rows o.Boundaries) (forced (fun r f -> z r f > 0.6) lengths) "supervised boundaries")
 
         perCase "float64 modules run on float64 states (inference and sampling)" (fun c ->
             use p = build c 27L

@@ -4,51 +4,13 @@
 module MagnetWhisper.Tests.Whisper.PyTorchParityTests
 
 open System
-open System.Diagnostics
 open System.IO
 open Expecto
 open TorchSharp
 open MagnetWhisper.Core.Audio
 open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Tests.Whisper.WhisperReference
-
-let private python = "/usr/bin/python3"
-
-/// The repository root: the first directory above the test assembly that has tests/data.
-let private repoRoot =
-    lazy
-    let rec up (d: DirectoryInfo) =
-        if isNull d then failwith "tests/data not found above the test assembly"
-        elif Directory.Exists(Path.Combine(d.FullName, "tests", "data")) then d.FullName
-        else up d.Parent
-    up (DirectoryInfo AppContext.BaseDirectory)
-
-/// Runs a process to completion; exit code, stdout, stderr.
-let private runProcess (exe: string) (args: string list) (timeoutMs: int) =
-    let psi = ProcessStartInfo(exe, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-    for a in args do psi.ArgumentList.Add a
-    use p = Process.Start psi
-    let out = p.StandardOutput.ReadToEndAsync()
-    let err = p.StandardError.ReadToEndAsync()
-    if not (p.WaitForExit timeoutMs) then
-        p.Kill true
-        failwith $"{exe} {String.Join(' ', args)} did not finish in {timeoutMs / 1000} s"
-    p.ExitCode, out.Result, err.Result
-
-/// Whether /usr/bin/python3 can import torch (cached).
-let private torchAvailable =
-    lazy (File.Exists python && (try (let code, _, _ = runProcess python [ "-c"; "import torch, numpy" ] 60000 in code = 0) with _ -> false))
-
-let private requireTorch () =
-    if not torchAvailable.Value then
-        skiptest $"{python} cannot import torch; install Debian's PyTorch (apt-get install python3-torch) to run the PyTorch parity test"
-
-/// Max |a − b| and whether every element satisfies |a − b| ≤ atol + rtol·|b|.
-let private compare (rtol: float) (atol: float) (actual: torch.Tensor) (expected: torch.Tensor) =
-    use diff = (actual - expected).abs()
-    use bound = expected.abs().mul(rtol.ToScalar()).add(atol.ToScalar())
-    use over = diff.gt bound
-    diff.max().ToDouble(), over.sum().ToInt64()
+open MagnetWhisper.Tests.PythonReference
 
 /// A whisper-tiny-like shape, small enough for a quick test but with the real 80 mels, 1500 positions and vocabulary.
 let parityConfig =
@@ -63,7 +25,7 @@ let parityConfig =
 
 let private check (config: WhisperConfig) (seed: int64) =
     requireTorch ()
-    let script = Path.Combine(repoRoot.Value, "tools", "pytorch", "whisper_reference.py")
+    let script = script "whisper_reference.py"
     Expect.isTrue (File.Exists script) $"reference script {script}"
     let dir = Path.Combine(Path.GetTempPath(), $"magnet-pytorch-parity-{Guid.NewGuid():N}")
     Directory.CreateDirectory dir |> ignore
