@@ -148,47 +148,55 @@ namespace MagnetWhisper
     /// MagnetWhisper: a Whisper model whose encoder shortens its sequence with learnable boundary predictors, with rotary
     /// position embeddings in every attention. Convert a Whisper folder with <see cref="FromWhisper"/>, reopen a saved model
     /// with <see cref="Load"/>, import a checkpoint of the original Python project with <see cref="ImportOriginal"/>.
-    /// Dispose the model to free its parameters.
+    /// Calls on one instance (forward passes, encoding, generation, transcription, saving) run one at a time. Dispose the
+    /// model to free its parameters.
     /// </summary>
     public sealed class MagnetWhisperModel : IDisposable
     {
-        MagnetWhisperModel(Mg.MagnetWhisperModel model)
-        {
-            Model = model;
-            transcription = new Lazy<WhisperModel>(() => WhisperModel.Over(model));
-        }
+        readonly Mg.MagnetWhisperModel model;
 
-        // The decoding strategies (beam search, timestamps, fallback, long form) over this model's ISpeechModel.
+        // Serialises every call on the weights, the transcriptions included (they share it), and frees them on Dispose.
+        readonly ModelGate gate;
+
+        // The decoding strategies (beam search, timestamps, fallback, long form) over this model, under the same gate;
+        // created on first use, because their tokenizer needs a released Whisper vocabulary.
         readonly Lazy<WhisperModel> transcription;
 
-        /// <summary>The F# core model, for the full API (encoder inputs, decoding caches, the <c>ISpeechModel</c> contract).</summary>
-        public Mg.MagnetWhisperModel Model { get; }
+        MagnetWhisperModel(Mg.MagnetWhisperModel model)
+        {
+            this.model = model;
+            gate = new ModelGate(model, nameof(MagnetWhisperModel));
+            transcription = new Lazy<WhisperModel>(() => WhisperModel.Over(model, gate));
+        }
 
-        /// <summary>The model as the speech-model contract of the decoding strategies (greedy, beam search, timestamps).</summary>
-        public ISpeechModel SpeechModel => Model;
+        /// <summary>
+        /// The TorchSharp module: parameters (for an optimiser), state dict, gradients. Calls made on it directly bypass
+        /// this model's one-call-at-a-time rule.
+        /// </summary>
+        public nn.Module Module => model;
 
         /// <summary>The device of the parameters.</summary>
-        public Device Device => Model.Device;
+        public Device Device => model.Device;
 
         /// <summary>The predictors, extra convolutions and compatibility options.</summary>
-        public MagnetOptions Options => MagnetOptions.FromCore(Model.Options);
+        public MagnetOptions Options => MagnetOptions.FromCore(model.Options);
 
         /// <summary>Model width d_model.</summary>
-        public int DModel => Model.Config.DModel;
+        public int DModel => model.Config.DModel;
 
         /// <summary>Number of encoder layers (and predictor slots).</summary>
-        public int EncoderLayers => Model.Config.EncoderLayers;
+        public int EncoderLayers => model.Config.EncoderLayers;
 
         /// <summary>Vocabulary size.</summary>
-        public int VocabSize => Model.Config.VocabSize;
+        public int VocabSize => model.Config.VocabSize;
 
         /// <summary>Mel frames per window (3000 for released models).</summary>
-        public int InputFrames => Model.Config.InputFrames;
+        public int InputFrames => model.Config.InputFrames;
 
         /// <summary>Number of parameter elements.</summary>
-        public long ParameterCount => Model.parameters().Sum(p => p.numel());
+        public long ParameterCount => gate.Run(() => model.parameters().Sum(p => p.numel()));
 
-        static Device ParseDevice(string device) => Core_Device.Parse(device ?? throw new ArgumentNullException(nameof(device)));
+        static Device ParseDevice(string device) => Core.Device.parse(device ?? throw new ArgumentNullException(nameof(device)));
 
         /// <summary>
         /// Converts a Hugging Face Whisper folder: same Whisper weights, RoPE in every attention, no absolute positions, and
@@ -221,70 +229,64 @@ namespace MagnetWhisper
                 dir ?? throw new ArgumentNullException(nameof(dir)), ParseDevice(device), ScalarType.Float32));
 
         /// <summary>Saves the model as a MagnetWhisper folder (Hugging Face files plus magnet.json), atomically.</summary>
-        public void Save(string dir) => Mg.MagnetFormat.save(dir ?? throw new ArgumentNullException(nameof(dir)), Model);
+        public void Save(string dir)
+        {
+            if (dir is null) throw new ArgumentNullException(nameof(dir));
+            gate.Run(() => Mg.MagnetFormat.save(dir, model));
+        }
 
         /// <summary>Switches to training mode (dropout on).</summary>
-        public void Train() => Model.train();
+        public void Train() => gate.Run(() => model.train());
 
         /// <summary>Switches to evaluation mode.</summary>
-        public void Eval() => Model.eval();
+        public void Eval() => gate.Run(() => model.eval());
 
         /// <summary>Makes only the boundary predictors trainable; returns the names of the trainable parameters.</summary>
-        public IReadOnlyList<string> FreezeAllButPredictors() => Model.SetTrainable(new[] { Mg.ParameterGroup.Predictors }).ToArray();
+        public IReadOnlyList<string> FreezeAllButPredictors() => gate.Run(() => model.SetTrainable(new[] { Mg.ParameterGroup.Predictors }).ToArray());
 
         /// <summary>Runs the encoder in inference mode (deterministic thresholded boundaries).</summary>
         /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
         /// <param name="frameMask">(B, 3000) frame validity, or null when every frame is real audio.</param>
-        public MagnetEncoderResult Encode(Tensor mel, Tensor? frameMask = null) =>
-            new(Model.Encode(mel ?? throw new ArgumentNullException(nameof(mel)), Option(frameMask)));
+        public MagnetEncoderResult Encode(Tensor mel, Tensor? frameMask = null)
+        {
+            if (mel is null) throw new ArgumentNullException(nameof(mel));
+            return gate.Run(() => new MagnetEncoderResult(model.Encode(mel, SegmentPooling.Option(frameMask))));
+        }
 
         /// <summary>
         /// Forward pass with labels: loss = token-mean cross-entropy + boundary losses, logits and boundary statistics.
-        /// With a <paramref name="seed"/> the predictors sample boundaries (training; reproducible for a seed), without one they
-        /// threshold (evaluation, boundary loss 0).
+        /// With a <see cref="MagnetForwardInput.Seed"/> the predictors sample boundaries (training; reproducible for a
+        /// seed), without one they threshold (evaluation, boundary loss 0).
         /// </summary>
-        /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
-        /// <param name="labels">(B, T) int64 labels, −100 = ignored.</param>
-        /// <param name="frameMask">(B, 3000) frame validity, or null.</param>
-        /// <param name="targets">(rows, B) target boundary counts, one row per count-trained predictor; needed when sampling.</param>
-        /// <param name="seed">Sampling seed (training), or null (evaluation).</param>
-        /// <param name="rl">RL mode: Bernoulli boundaries with log-probabilities, prior-based boundary loss.</param>
-        /// <param name="targetProgress">Target-progress lerp in [0, 1] (0: every frame a boundary, 1: the targets).</param>
-        public MagnetForwardResult Forward(Tensor mel, Tensor labels, Tensor? frameMask = null, Tensor? targets = null, long? seed = null, bool rl = false, double targetProgress = 1.0)
+        public MagnetForwardResult Forward(MagnetForwardInput input)
         {
-            if (mel is null) throw new ArgumentNullException(nameof(mel));
-            if (labels is null) throw new ArgumentNullException(nameof(labels));
-            Generator? generator = seed is long s ? new Generator((ulong)s, Device) : null;
-            try
+            if (input is null) throw new ArgumentNullException(nameof(input));
+            return gate.Run(() =>
             {
-                var input = new Mg.ForwardInput(
-                    mel.to(Device), Option(frameMask?.to(Device)), labels, FSharpOption<Tensor>.None, FSharpOption<Tensor>.None,
-                    Option(targets?.to(Device)),
-                    generator is null ? Mg.PredictorMode.Threshold : Mg.PredictorMode.NewSample(generator),
-                    rl, Mg.PredictorSchedules.withTargetProgress(Model.Options, targetProgress),
-                    Microsoft.FSharp.Collections.MapModule.Empty<int, Tensor>(), 1.0);
-                return new MagnetForwardResult(Model.Forward(input));
-            }
-            finally
-            {
-                generator?.Dispose();
-            }
+                using var generator = input.Seed is long s ? new Generator((ulong)s, model.Device) : null;
+                return new MagnetForwardResult(model.Forward(input.ToCore(model.Options, model.Device, generator)));
+            });
         }
 
         /// <summary>Greedy token ids of each row after the start-of-transcript prompt, up to end-of-text.</summary>
         /// <param name="mel">(B, n_mels, 3000) log-mel features.</param>
         /// <param name="frameMask">(B, 3000) frame validity, or null.</param>
         /// <param name="maxTokens">At most this many new tokens per row.</param>
-        public IReadOnlyList<int[]> GenerateTokens(Tensor mel, Tensor? frameMask = null, int maxTokens = 224) =>
-            Core.Decoding.Greedy.generate(Model, mel ?? throw new ArgumentNullException(nameof(mel)), Option(frameMask), Core.Decoding.Greedy.prompt(Model.Config), maxTokens);
+        public IReadOnlyList<int[]> GenerateTokens(Tensor mel, Tensor? frameMask = null, int maxTokens = 224)
+        {
+            if (mel is null) throw new ArgumentNullException(nameof(mel));
+            return gate.Run(() => Core.Decoding.Greedy.generate(model, mel, SegmentPooling.Option(frameMask), Core.Decoding.Greedy.prompt(model.Config), maxTokens));
+        }
 
         /// <summary>
         /// Transcribes the first 30 s of an audio file with greedy decoding (a minimal generator; beam search, timestamps and
-        /// long-form transcription come with the decoding strategies over <see cref="SpeechModel"/>). Needs a released
-        /// Whisper vocabulary.
+        /// long-form transcription come with <see cref="Transcribe"/>). Needs a released Whisper vocabulary.
         /// </summary>
-        public string Generate(string audioPath, int maxTokens = 224) =>
-            Core.Decoding.Greedy.transcribeFile(Model, audioPath ?? throw new ArgumentNullException(nameof(audioPath)), maxTokens);
+        public string Generate(string audioPath, int maxTokens = 224)
+        {
+            if (audioPath is null) throw new ArgumentNullException(nameof(audioPath));
+            return gate.Run(() => Core.Decoding.Greedy.transcribeFile(model, audioPath, maxTokens));
+        }
 
         /// <summary>
         /// Transcribes an audio file through the compressed encoder with Whisper's full decoding (greedy or beam search,
@@ -297,22 +299,14 @@ namespace MagnetWhisper
         public Task<Transcription> TranscribeAsync(string audioPath, TranscribeOptions? options = null, CancellationToken cancellationToken = default) =>
             transcription.Value.TranscribeAsync(audioPath, options, cancellationToken);
 
-        /// <summary>Yields the segments of each 30-second window as soon as it is decoded, for long audio.</summary>
+        /// <summary>
+        /// Yields the segments of each 30-second window as soon as it is decoded, for long audio. The model is busy until
+        /// the enumeration ends.
+        /// </summary>
         public IAsyncEnumerable<TranscriptSegment> TranscribeSegmentsAsync(string audioPath, TranscribeOptions? options = null, CancellationToken cancellationToken = default) =>
             transcription.Value.TranscribeSegmentsAsync(audioPath, options, cancellationToken);
 
-        /// <inheritdoc />
-        public void Dispose()
-        {
-            if (transcription.IsValueCreated) transcription.Value.Dispose();
-            Model.Dispose();
-        }
-
-        static FSharpOption<Tensor> Option(Tensor? t) => t is null ? FSharpOption<Tensor>.None : FSharpOption<Tensor>.Some(t);
-    }
-
-    static class Core_Device
-    {
-        public static Device Parse(string name) => MagnetWhisper.Core.Device.parse(name);
+        /// <summary>Frees the parameters once the running call has finished; later calls throw <see cref="ObjectDisposedException"/>.</summary>
+        public void Dispose() => gate.Dispose();
     }
 }

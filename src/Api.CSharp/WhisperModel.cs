@@ -199,20 +199,21 @@ namespace MagnetWhisper
     public sealed class WhisperModel : IDisposable
     {
         readonly ISpeechModel model;
-        readonly IDisposable? owned;
         readonly Transcriber transcriber;
-        readonly SemaphoreSlim gate = new(1, 1);
-        bool disposed;
+        readonly ModelGate gate;
 
-        WhisperModel(ISpeechModel model, IDisposable? owned)
+        WhisperModel(ISpeechModel model, ModelGate gate)
         {
             this.model = model;
-            this.owned = owned;
+            this.gate = gate;
             transcriber = new Transcriber(model);
         }
 
-        /// <summary>Transcription over any speech model (e.g. MagnetWhisper's); disposing it leaves the model alone.</summary>
-        internal static WhisperModel Over(ISpeechModel model) => new(model, null);
+        /// <summary>
+        /// Transcription over any speech model (e.g. MagnetWhisper's) under the model's own gate, so its other calls and
+        /// the transcriptions run one at a time; disposing the gate, not this object, frees the model.
+        /// </summary>
+        internal static WhisperModel Over(ISpeechModel model, ModelGate gate) => new(model, gate);
 
         /// <summary>
         /// Loads a Hugging Face Whisper folder onto a device: <c>"auto"</c> (CUDA when available, else CPU), <c>"cpu"</c>,
@@ -225,7 +226,7 @@ namespace MagnetWhisper
             ArgumentException.ThrowIfNullOrEmpty(path);
             ArgumentException.ThrowIfNullOrEmpty(device);
             var loaded = Core.Whisper.WhisperModel.FromPretrained(path, Core.Device.parse(device), TorchSharp.torch.float32);
-            return new WhisperModel(loaded, loaded);
+            return new WhisperModel(loaded, new ModelGate(loaded, nameof(WhisperModel)));
         }
 
         /// <summary>The device the weights live on, e.g. <c>cpu</c>.</summary>
@@ -256,17 +257,11 @@ namespace MagnetWhisper
             ArgumentNullException.ThrowIfNull(audios);
             if (audios.Any(a => a is null)) throw new ArgumentException("An audio is null.", nameof(audios));
             var core = (options ?? new TranscribeOptions()).ToCore();
-            gate.Wait();
-            try
+            return gate.Run(() =>
             {
-                ThrowIfDisposed();
                 var results = transcriber.Transcribe(audios.ToArray(), core, FuncConvert.FromAction<WindowProgress>(_ => { }), CancellationToken.None);
-                return Array.AsReadOnly(results.Select(t => new Transcription(t)).ToArray());
-            }
-            finally
-            {
-                gate.Release();
-            }
+                return (IReadOnlyList<Transcription>)Array.AsReadOnly(results.Select(t => new Transcription(t)).ToArray());
+            });
         }
 
         /// <summary>Transcribes an audio file on a background thread; cancellation stops between decoding steps.</summary>
@@ -274,10 +269,9 @@ namespace MagnetWhisper
         {
             ArgumentException.ThrowIfNullOrEmpty(audioPath);
             var core = (options ?? new TranscribeOptions()).ToCore();
-            await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await gate.EnterAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                ThrowIfDisposed();
                 return await Task.Factory.StartNew(() =>
                 {
                     var samples = Core.Audio.Audio.load(audioPath);
@@ -287,13 +281,14 @@ namespace MagnetWhisper
             }
             finally
             {
-                gate.Release();
+                gate.Exit();
             }
         }
 
         /// <summary>
         /// Transcribes an audio file, yielding the segments of each 30-second window as soon as it is decoded, for long
-        /// audio. Stopping the enumeration or cancelling stops the transcription.
+        /// audio. Stopping the enumeration or cancelling stops the transcription. The model is busy until the
+        /// enumeration ends.
         /// </summary>
         public async IAsyncEnumerable<TranscriptSegment> TranscribeSegmentsAsync(
             string audioPath, TranscribeOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -302,11 +297,10 @@ namespace MagnetWhisper
             var core = (options ?? new TranscribeOptions()).ToCore();
             var channel = Channel.CreateUnbounded<TranscriptSegment>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await gate.EnterAsync(cancellationToken).ConfigureAwait(false);
             Task producer;
             try
             {
-                ThrowIfDisposed();
                 producer = Task.Factory.StartNew(() =>
                 {
                     try
@@ -327,7 +321,7 @@ namespace MagnetWhisper
             }
             catch
             {
-                gate.Release();
+                gate.Exit();
                 throw;
             }
             try
@@ -339,27 +333,11 @@ namespace MagnetWhisper
             {
                 stop.Cancel();
                 await producer.ConfigureAwait(false);
-                gate.Release();
+                gate.Exit();
             }
         }
-
-        void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);
 
         /// <summary>Frees the model's weights (waits for a running transcription to finish).</summary>
-        public void Dispose()
-        {
-            if (disposed) return;
-            gate.Wait();
-            try
-            {
-                if (disposed) return;
-                disposed = true;
-                owned?.Dispose();
-            }
-            finally
-            {
-                gate.Release();
-            }
-        }
+        public void Dispose() => gate.Dispose();
     }
 }

@@ -63,7 +63,7 @@ public sealed class MagnetWhisperModelTests : IDisposable
 
         // A training step: sampled boundaries (seeded), count loss, gradients into the scorer through mean pooling.
         model.Train();
-        using (var result = model.Forward(mel, labels, frameMask, targets, seed: 3))
+        using (var result = model.Forward(new MagnetForwardInput(mel, labels) { FrameMask = frameMask, Targets = targets, Seed = 3 }))
         {
             Assert.Equal(new long[] { 2, 4, 97 }, result.Logits.shape);
             var layer = Assert.Single(result.Layers);
@@ -74,7 +74,7 @@ public sealed class MagnetWhisperModelTests : IDisposable
             Assert.True(result.Loss.allclose(result.CrossEntropy + result.BoundaryLoss, rtol: 0, atol: 1e-5));
             result.Loss.backward();
         }
-        var scorer = model.Model.named_parameters().First(p => p.name == "model.encoder.boundary_predictors.1.boundary_mlp.0.weight").parameter;
+        var scorer = model.Module.named_parameters().First(p => p.name == "model.encoder.boundary_predictors.1.boundary_mlp.0.weight").parameter;
         Assert.NotNull(scorer.grad);
         model.Eval();
 
