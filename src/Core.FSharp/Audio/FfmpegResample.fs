@@ -177,6 +177,20 @@ let private extend (f: Filter) (p: Plan) (x: 'a[]) : 'a[] =
         if n - 1 - j >= 0 then buffer.[center + n + j] <- x.[n - 1 - j]
     buffer
 
+/// Walks the output positions of a resampling as libswresample does: for output k, the buffer index s of its first
+/// tap, its phase and the fractional phase position (frac / SrcIncr, for linear interpolation between phases).
+let private walk (f: Filter) (count: int) (emit: int -> int -> int -> int64 -> unit) =
+    let mutable s, ph, frac = 0, 0, 0L // s indexes the buffer (input index + centre)
+    for k in 0 .. count - 1 do
+        emit k s ph frac
+        frac <- frac + f.DstMod
+        ph <- ph + f.DstDiv
+        if frac >= f.SrcIncr then
+            frac <- frac - f.SrcIncr
+            ph <- ph + 1
+        s <- s + ph / f.Phases
+        ph <- ph % f.Phases
+
 /// Resamples 16-bit samples with integer arithmetic (Q15 coefficients, 32-bit sums, rounding by +2^14 and an
 /// arithmetic shift, saturation to 16 bits), as libswresample does for 8/16-bit audio.
 let applyInt16 (f: Filter) (input: int16[]) : int16[] =
@@ -192,21 +206,13 @@ let applyInt16 (f: Filter) (input: int16[]) : int16[] =
             acc <- acc + Vector<int>(buffer, start + j) * Vector<int>(bank, row + j)
             j <- j + width
         Vector.Sum acc
-    let mutable s, ph, frac = 0, 0, 0L // s indexes the buffer (input index + centre)
-    for k in 0 .. p.Count - 1 do
+    walk f p.Count (fun k s ph frac ->
         let mutable v = dot s (ph * f.Stride)
         if frac <> 0L then
             let v2 = dot s ((ph + 1) * f.Stride)
             v <- int (int64 v + int64 (v2 - v) * frac / f.SrcIncr)
         let r = (v + 16384) >>> 15
-        output.[k] <- int16 (max -32768 (min 32767 r))
-        frac <- frac + f.DstMod
-        ph <- ph + f.DstDiv
-        if frac >= f.SrcIncr then
-            frac <- frac - f.SrcIncr
-            ph <- ph + 1
-        s <- s + ph / f.Phases
-        ph <- ph % f.Phases
+        output.[k] <- int16 (max -32768 (min 32767 r)))
     output
 
 /// Resamples float32 samples (float32 coefficients and sums), as libswresample does for 24/32-bit and float audio.
@@ -224,18 +230,10 @@ let applyFloat (f: Filter) (input: float32[]) : float32[] =
             acc <- acc + Vector<float32>(buffer, start + j) * Vector<float32>(bank, row + j)
             j <- j + width
         Vector.Sum acc
-    let mutable s, ph, frac = 0, 0, 0L
-    for k in 0 .. p.Count - 1 do
+    walk f p.Count (fun k s ph frac ->
         let mutable v = dot s (ph * f.Stride)
         if frac <> 0L then
             let v2 = dot s ((ph + 1) * f.Stride)
             v <- float32 (float v + float (v2 - v) * inv * float frac)
-        output.[k] <- v
-        frac <- frac + f.DstMod
-        ph <- ph + f.DstDiv
-        if frac >= f.SrcIncr then
-            frac <- frac - f.SrcIncr
-            ph <- ph + 1
-        s <- s + ph / f.Phases
-        ph <- ph % f.Phases
+        output.[k] <- v)
     output
