@@ -111,7 +111,6 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
     static let isPredictorOrExtra (name: string) =
         name.Contains ".boundary_predictors." || name.Contains ".additional_convs."
 
-    let inference (f: unit -> 'T) : 'T = Inference.run this f
 
     // The encoder layer index of a parameter name under model.encoder.layers, if any.
     static let encoderLayerOf (name: string) =
@@ -195,7 +194,7 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
 
     /// Inference encoder pass: thresholded boundaries, evaluation mode, no gradients.
     member this.Encode(mel: Tensor, frameMask: Tensor option) : EncoderOutput =
-        inference (fun () -> this.Encode(EncoderInput.Inference(mel, frameMask)))
+        this.InInference(fun () -> this.Encode(EncoderInput.Inference(mel, frameMask)))
 
     /// True when cutting a batch's features to its longest utterance (EncoderInput.CutToLongest) leaves every valid
     /// output unchanged: the encoder masks padded keys (DECISIONS #2) and every predictor is batch-independent
@@ -308,7 +307,7 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
         member this.Device = this.Device
 
         member this.Encode(mel: Tensor, frameMask: Tensor option) : EncodedAudio =
-            inference (fun () ->
+            this.InInference(fun () ->
                 use scope = torch.NewDisposeScope()
                 let device = this.Device
                 // Short audio runs only the frames it needs (the valid outputs are those of the 30 s window).
@@ -319,4 +318,4 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
                 { Hidden = enc.Hidden; Mask = mask })
 
         member this.Decode(tokens: Tensor, audio: EncodedAudio, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
-            inference (fun () -> this.Decode(tokens, audio.Hidden, audio.Mask, cache, tokenMask))
+            this.InInference(fun () -> this.Decode(tokens, audio.Hidden, audio.Mask, cache, tokenMask))

@@ -142,11 +142,11 @@ type WhisperModel private (config: WhisperConfig, generation: GenerationConfig o
         if labels.shape <> tokens.shape then
             invalidArg "labels" $"labels have shape {showShape labels.shape} but tokens have shape {showShape tokens.shape}"
         use scope = torch.NewDisposeScope()
-        let counted = labels.ne(torch.tensor(-100L, device = labels.device)).any().item<bool>()
-        if not counted then invalidArg "labels" "every label is -100: nothing to average"
-        let logits = this.Logits(mel, tokens, tokenMask, encoderMask)
         let counted = labels.ne(torch.tensor(-100L, device = labels.device)).to_type(torch.float32)
-        let loss = (SpeechTransformer.tokenCrossEntropy logits labels).sum() / counted.sum()
+        let total = counted.sum()
+        if total.item<float32>() = 0.0f then invalidArg "labels" "every label is -100: nothing to average"
+        let logits = this.Logits(mel, tokens, tokenMask, encoderMask)
+        let loss = (SpeechTransformer.tokenCrossEntropy logits labels).sum() / total
         keep scope [ loss ]
         loss
 
