@@ -1,0 +1,43 @@
+namespace MagnetWhisper.Core.Data
+
+/// Where an utterance's audio comes from.
+type AudioSource =
+    /// An audio file on disk, decoded by its content (not its extension).
+    | AudioFile of path: string
+    /// Encoded audio held inside another file, e.g. the `audio.bytes` of a Parquet shard's row. `name` says where
+    /// in messages ("train-00000.parquet row 17 (1089-134686-0000.flac)"); `read` fetches the encoded bytes.
+    | EmbeddedAudio of name: string * read: (unit -> byte[])
+
+module AudioSource =
+    /// How messages name the audio: the file's path, or where the embedded bytes live.
+    let name (source: AudioSource) : string =
+        match source with
+        | AudioFile path -> path
+        | EmbeddedAudio (name, _) -> name
+
+/// One utterance of a corpus: what the model hears and what it should write.
+type Utterance =
+    { /// Unique within its corpus (LibriSpeech's `SPEAKER-CHAPTER-NNNN`, a manifest's `id`, a file's stem).
+      Id: string
+      Audio: AudioSource
+      /// The reference transcript as the corpus writes it (not normalised).
+      Transcript: string
+      /// Seconds, when the corpus states it or it is cheap to read from the file's header; None otherwise.
+      Duration: float option
+      Speaker: string option
+      /// The split or subset the utterance belongs to (`train-clean-100`, `dev`, …), when the corpus has them.
+      Split: string option }
+
+/// An entry a reader or loader left out, and why: a missing or empty transcript, an unreadable, corrupt, empty
+/// or too-long audio file. Skipping never stops a run; the entries are counted and reported.
+type Skipped =
+    { /// The file (or row of a file) as the user would find it.
+      Source: string
+      Reason: string }
+
+/// A corpus as read: the utterances in the reader's stable order, and what was skipped while reading it.
+type Corpus =
+    { /// What the corpus was read from (the folder, manifest or shard pattern as given).
+      Name: string
+      Utterances: Utterance[]
+      Skipped: Skipped[] }
