@@ -36,32 +36,73 @@ let findFfmpeg () : string option =
 let private installHint =
     "install ffmpeg (e.g. `apt-get install ffmpeg`, `brew install ffmpeg`, `winget install ffmpeg`) or convert the file to WAV or FLAC"
 
-/// Decodes any format ffmpeg reads with the given ffmpeg executable, resampled by ffmpeg to 16 kHz but keeping
-/// the channels (ffmpeg's own down-mix is not an average: its stereo → mono uses −3 dB gains), as float32 WAV
-/// through a pipe. A failure raises InvalidDataException naming the file and quoting ffmpeg.
-let decodeWithFfmpeg (ffmpeg: string) (path: string) : Waveform =
-    if not (File.Exists path) then raise (FileNotFoundException($"{path}: file not found", path))
+/// What ffmpeg reads: a file it opens itself, or encoded bytes written to its standard input.
+type private FfmpegInput =
+    | FromFile of path: string
+    | FromBytes of bytes: byte[]
+
+/// Runs ffmpeg on one input and returns its output as a float32 WAV at 16 kHz, channels kept (ffmpeg's own
+/// down-mix is not an average: its stereo → mono uses −3 dB gains). `name` names the audio in errors.
+let private runFfmpeg (ffmpeg: string) (name: string) (input: FfmpegInput) : Waveform =
     let psi = ProcessStartInfo(ffmpeg)
-    for a in [ "-nostdin"; "-hide_banner"; "-loglevel"; "error"; "-threads"; "0"; "-i"; path; "-vn"; "-map"; "0:a:0"
+    let source = match input with FromFile path -> path | FromBytes _ -> "pipe:0"
+    for a in [ "-nostdin"; "-hide_banner"; "-loglevel"; "error"; "-threads"; "0"; "-i"; source; "-vn"; "-map"; "0:a:0"
                "-c:a"; "pcm_f32le"; "-ar"; string LogMel.SampleRate; "-f"; "wav"; "-" ] do
         psi.ArgumentList.Add a
+    // `-nostdin` only stops ffmpeg's interactive keys; `-i pipe:0` still reads the input from standard input.
+    psi.RedirectStandardInput <- (match input with FromBytes _ -> true | FromFile _ -> false)
     psi.RedirectStandardOutput <- true
     psi.RedirectStandardError <- true
     psi.UseShellExecute <- false
     use proc =
         try Process.Start psi
-        with e -> unsupported path $"could not run ffmpeg ({ffmpeg}): {e.Message}; {installHint}"
+        with e -> unsupported name $"could not run ffmpeg ({ffmpeg}): {e.Message}; {installHint}"
     let stderr = proc.StandardError.ReadToEndAsync()
+    // Feed standard input on its own task: ffmpeg writes output while it reads, and a full pipe would block both.
+    let feeding =
+        match input with
+        | FromBytes bytes ->
+            Threading.Tasks.Task.Run(fun () ->
+                try
+                    try proc.StandardInput.BaseStream.Write(bytes, 0, bytes.Length)
+                    with :? IOException -> () // ffmpeg stopped reading (corrupt input); its exit code says why
+                finally
+                    try proc.StandardInput.Close() with :? IOException -> ())
+        | FromFile _ -> Threading.Tasks.Task.CompletedTask
     use buffer = new MemoryStream()
     proc.StandardOutput.BaseStream.CopyTo buffer
     proc.WaitForExit()
+    feeding.Wait()
     let message = stderr.Result.Trim()
     if proc.ExitCode <> 0 then
         let detail = if message = "" then $"exit code {proc.ExitCode}" else message
-        invalid path $"ffmpeg could not decode it: {detail}"
-    let w = Wav.decodeBytes $"{path} (decoded by ffmpeg)" (buffer.ToArray())
-    if w.Length = 0 then invalid path "ffmpeg found no audio in it"
+        invalid name $"ffmpeg could not decode it: {detail}"
+    let w = Wav.decodeBytes $"{name} (decoded by ffmpeg)" (buffer.ToArray())
+    if w.Length = 0 then invalid name "ffmpeg found no audio in it"
     w
+
+/// Decodes any format ffmpeg reads with the given ffmpeg executable, resampled by ffmpeg to 16 kHz but keeping
+/// the channels, as float32 WAV through a pipe. A failure raises InvalidDataException naming the file and quoting
+/// ffmpeg.
+let decodeWithFfmpeg (ffmpeg: string) (path: string) : Waveform =
+    if not (File.Exists path) then raise (FileNotFoundException($"{path}: file not found", path))
+    runFfmpeg ffmpeg path (FromFile path)
+
+/// Decodes encoded audio held in memory (e.g. a Parquet row's `audio.bytes`) at its native rate and channel
+/// count: WAV and FLAC in-process; other formats with the given ffmpeg, fed through its standard input (then the
+/// rate is already 16 kHz). `name` names the audio in errors, which are those of decodeUsing.
+let decodeBytesUsing (ffmpeg: string option) (name: string) (bytes: byte[]) : Waveform =
+    let viaFfmpeg (why: string) =
+        match ffmpeg with
+        | Some exe -> runFfmpeg exe name (FromBytes bytes)
+        | None -> unsupported name $"{why}; decoding it needs the ffmpeg command, which is not on PATH: {installHint}"
+    if bytes.Length = 0 then invalid name "is empty (0 bytes)"
+    match detect bytes with
+    | FlacFile -> Flac.decodeBytes name bytes |> Flac.toWaveform
+    | WavFile ->
+        try Wav.decodeBytes name bytes
+        with :? NotSupportedException as e -> viaFfmpeg e.Message
+    | OtherFile -> viaFfmpeg "not a WAV or FLAC file"
 
 /// Decodes a file at its native rate and channel count: WAV and FLAC in-process; other formats with the given
 /// ffmpeg (then the rate is already 16 kHz). Without ffmpeg, other formats raise NotSupportedException
@@ -69,16 +110,10 @@ let decodeWithFfmpeg (ffmpeg: string) (path: string) : Waveform =
 /// InvalidDataException, each naming the file.
 let decodeUsing (ffmpeg: string option) (path: string) : Waveform =
     let bytes = readAllBytes path
-    let viaFfmpeg (why: string) =
-        match ffmpeg with
-        | Some exe -> decodeWithFfmpeg exe path
-        | None -> unsupported path $"{why}; decoding it needs the ffmpeg command, which is not on PATH: {installHint}"
-    match detect bytes with
-    | FlacFile -> Flac.decodeBytes path bytes |> Flac.toWaveform
-    | WavFile ->
-        try Wav.decodeBytes path bytes
-        with :? NotSupportedException as e -> viaFfmpeg e.Message
-    | OtherFile -> viaFfmpeg "not a WAV or FLAC file"
+    match ffmpeg, detect bytes with
+    // ffmpeg opens the file itself: it can seek, which some containers need.
+    | Some exe, OtherFile -> decodeWithFfmpeg exe path
+    | _ -> decodeBytesUsing ffmpeg path bytes
 
 /// Decodes a file at its native rate and channel count (ffmpeg looked up on PATH; see decodeUsing).
 let decode (path: string) : Waveform = decodeUsing (findFfmpeg ()) path

@@ -41,3 +41,14 @@ type Corpus =
       Name: string
       Utterances: Utterance[]
       Skipped: Skipped[] }
+
+/// Which part of a corpus to read.
+type CorpusOptions =
+    { /// Splits or subsets to keep (e.g. `dev-clean`); empty keeps every utterance.
+      Splits: string list
+      /// Utterances longer than this many seconds (when the duration is known) are skipped and reported.
+      MaxDuration: float option
+      /// At most this many utterances (the first ones in the reader's order, after the other selections).
+      Limit: int option }
+
+    static member Default = { Splits = []; MaxDuration = None; Limit = None }

@@ -1,0 +1,36 @@
+namespace MagnetWhisper.Core.Data
+
+open System
+open System.IO
+
+/// A folder of audio files, each with its transcript in a same-name `.txt` beside it (`a/b/x.flac` + `a/b/x.txt`).
+/// Sub-folders are read too; an utterance's id is its path below the folder without the extension, with `/`.
+module FolderCorpus =
+    /// The extensions taken as audio (decoded by content: WAV and FLAC in-process, the rest with ffmpeg).
+    let audioExtensions =
+        set [ ".wav"; ".flac"; ".mp3"; ".ogg"; ".opus"; ".m4a"; ".aac"; ".webm"; ".wma" ]
+
+    /// Reads the folder: every audio file with a non-empty transcript, sorted by id; audio without a transcript
+    /// file, or with an empty one, is skipped with the reason.
+    let read (folder: string) : Corpus =
+        if not (Directory.Exists folder) then raise (DirectoryNotFoundException $"{folder}: no such folder")
+        let audio =
+            Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            |> Seq.filter (fun f -> audioExtensions.Contains((Path.GetExtension f).ToLowerInvariant()))
+            |> Seq.sortWith (fun a b -> String.CompareOrdinal(a, b))
+            |> Seq.toArray
+        let read (file: string) =
+            let transcriptFile = Path.ChangeExtension(file, ".txt")
+            let id = Path.ChangeExtension(Path.GetRelativePath(folder, file), null).Replace('\\', '/')
+            if not (File.Exists transcriptFile) then
+                Error { Source = file; Reason = $"no transcript: {Path.GetFileName transcriptFile} is missing" }
+            else
+                let text = (File.ReadAllText transcriptFile).Trim()
+                if text = "" then Error { Source = transcriptFile; Reason = "the transcript is empty" }
+                else
+                    Ok { Id = id; Audio = AudioFile file; Transcript = text; Duration = None; Speaker = None
+                         Split = None }
+        let results = audio |> Array.map read
+        { Name = folder
+          Utterances = results |> Array.choose (function Ok u -> Some u | Error _ -> None)
+          Skipped = results |> Array.choose (function Error s -> Some s | Ok _ -> None) }
