@@ -14,7 +14,7 @@ let private utterance id split duration =
 
 [<Tests>]
 let tests =
-    testList "Data.FolderCorpus" [
+    testList "data.folder" [
         test "audio files pair with same-name transcripts; missing and empty transcripts are skipped with a reason" {
             use dir = new TempDir()
             Directory.CreateDirectory(dir.File "sub") |> ignore

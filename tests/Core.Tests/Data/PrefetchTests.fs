@@ -11,7 +11,7 @@ open MagnetWhisper.Core.Data
 
 [<Tests>]
 let tests =
-    testList "Data.Prefetch" [
+    testList "data.prefetch" [
         test "results arrive in input order although later items finish first" {
             let delays = [| 40; 1; 30; 0; 20; 5; 0; 10 |]
             let results =
