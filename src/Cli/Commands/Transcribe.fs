@@ -79,6 +79,12 @@ let private optionalFloat (flag: string) (text: string) : float option =
         | true, v when Double.IsFinite v -> Some v
         | _ -> invalidArg flag $"{flag} expects a number or none, got '{text}'"
 
+/// The language code of a --language value (a code or a name); a usage error naming the flag otherwise.
+let languageCode (text: string) : string =
+    match Languages.tryFind text with
+    | Some lang -> lang.Code
+    | None -> invalidArg "--language" $"--language: unknown language '{text}' (use a code such as en or a name such as english)"
+
 /// The options of the command line (openai/whisper's CLI defaults: beam 5, best of 5, fallback 0 … 1 by 0.2),
 /// checked against the model's config (vocabulary size, decoder positions); errors name the flag.
 let options (config: MagnetWhisper.Core.Whisper.WhisperConfig) (args: ParseResults<TranscribeArgs>) : TranscribeOptions =
@@ -87,12 +93,7 @@ let options (config: MagnetWhisper.Core.Whisper.WhisperConfig) (args: ParseResul
         | "transcribe" -> Transcribe
         | "translate" -> Translate
         | other -> invalidArg "--task" $"--task must be transcribe or translate, got '{other}'"
-    let language =
-        args.TryGetResult Language
-        |> Option.map (fun l ->
-            match Languages.tryFind l with
-            | Some lang -> lang.Code
-            | None -> invalidArg "--language" $"--language: unknown language '{l}' (use a code such as en or a name such as english)")
+    let language = args.TryGetResult Language |> Option.map languageCode
     let beam = args.GetResult(Beam_Size, defaultValue = 5)
     Args.require "--beam-size" (beam >= 0) $"must be 0 (greedy) or more, got {beam}"
     let bestOf = args.GetResult(Best_Of, defaultValue = 5)

@@ -266,12 +266,7 @@ let run (args: ParseResults<VisualizeArgs>) : int =
     sampleLen |> Option.iter (fun n ->
         let most = config.MaxTargetPositions / 2
         Args.require "--sample-len" (n >= 1 && n <= most) $"must be between 1 and {most}, got {n}")
-    let language =
-        args.TryGetResult Language
-        |> Option.map (fun l ->
-            match Languages.tryFind l with
-            | Some lang -> lang.Code
-            | None -> invalidArg "--language" $"--language: unknown language '{l}' (use a code such as en or a name such as english)")
+    let language = args.TryGetResult Language |> Option.map Transcribe.languageCode
     // Read the alignment before the model: a bad file is reported at once.
     let phones =
         args.TryGetResult Alignment
