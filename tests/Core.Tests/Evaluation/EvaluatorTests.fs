@@ -16,7 +16,6 @@ open TorchSharp
 open MagnetWhisper.Core.Data
 open MagnetWhisper.Core.Evaluation
 open MagnetWhisper.Core.Magnet
-open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Tests.Audio.Tools
 open MagnetWhisper.Tests.Decoding
 
@@ -78,17 +77,6 @@ let private handCorpus () =
         corpusOf [ utterance "a" "Hello, world!" a; utterance "b" "It cost 20 dollars." b; utterance "c" "The cat sat on the mat." c ]
     let answers = Map [ a.Length, "Hello word"; b.Length, " It cost twenty dollars "; c.Length, "cat sat on a mat today" ]
     corpus, answers
-
-/// A tiny multilingual Whisper shape (the evaluator decodes real 30 s log-mel windows).
-let private tinyConfig =
-    { WhisperConfig.preset "tiny" with
-        DModel = 64
-        EncoderLayers = 2
-        DecoderLayers = 2
-        EncoderAttentionHeads = 2
-        DecoderAttentionHeads = 2
-        EncoderFfnDim = 128
-        DecoderFfnDim = 128 }
 
 [<Tests>]
 let tests =
@@ -198,7 +186,7 @@ let tests =
 
             test "a random MagnetWhisper gives the same hypotheses and boundary counts at batch sizes 1 and 3" {
                 torch.manual_seed 7L |> ignore
-                let config = { tinyConfig with VocabSize = ToyModel.tokenizer.VocabSize }
+                let config = TranscribeTests.tinyConfig
                 use model = new MagnetWhisperModel(config, MagnetOptions.Default.WithPredictor(1, Bp1, 0.08))
                 model.eval() |> ignore
                 let audio = [ 1.0; 2.5; 1.5; 3.0; 2.0 ] |> List.map (fun s -> tone (200.0 + 50.0 * s) s)
