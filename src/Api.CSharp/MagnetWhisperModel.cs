@@ -175,6 +175,12 @@ namespace MagnetWhisper
         /// </summary>
         public nn.Module Module => model;
 
+        /// <summary>The core model, for the evaluator.</summary>
+        internal Mg.MagnetWhisperModel CoreModel => model;
+
+        /// <summary>The model's one-call-at-a-time gate, for the evaluator.</summary>
+        internal ModelGate Gate => gate;
+
         /// <summary>The device of the parameters.</summary>
         public Device Device => model.Device;
 

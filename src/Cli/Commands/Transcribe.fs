@@ -163,6 +163,26 @@ let checkOutputDir (dir: string) : unit =
     | :? IOException
     | :? UnauthorizedAccessException as e -> invalidArg flag $"{flag} {dir} cannot be written: {e.Message}"
 
+/// The configuration of the --model folder, before loading it: a missing folder or an unreadable config.json is a
+/// usage error naming --model and the folder as typed.
+let modelConfig (modelDir: string) : WhisperConfig =
+    if not (Directory.Exists modelDir) then raise (DirectoryNotFoundException $"--model {modelDir}: folder not found")
+    try Checkpoint.ReadConfig modelDir
+    with
+    | :? IOException
+    | :? InvalidDataException as e -> invalidArg "--model" $"--model {modelDir}: {e.Message}"
+
+/// Loads a MagnetWhisper folder or a Hugging Face Whisper folder; Error with the message when it cannot be loaded.
+let loadModel (modelDir: string) (device: torch.Device) : Result<ISpeechModel, string> =
+    try
+        if MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder modelDir then
+            Ok(MagnetWhisper.Core.Magnet.MagnetFormat.load modelDir device torch.float32 :> ISpeechModel)
+        else Ok(WhisperModel.FromPretrained(modelDir, device, torch.float32) :> ISpeechModel)
+    with
+    | :? IOException
+    | :? InvalidDataException
+    | :? UnauthorizedAccessException as e -> Error e.Message
+
 /// "layer 3: kept 24.1% (4.1×)" for each predictor of a MagnetWhisper model on the file's first 30 s window.
 let private compressionReport (magnet: MagnetWhisper.Core.Magnet.MagnetWhisperModel) (path: string) : string =
     use _ = torch.NewDisposeScope()
@@ -246,26 +266,12 @@ let run (args: ParseResults<TranscribeArgs>) : int =
     let quiet = args.Contains No_Progress
     let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, defaultValue = "auto")))
     let modelDir = args.GetResult Model
-    if not (Directory.Exists modelDir) then raise (DirectoryNotFoundException $"--model {modelDir}: folder not found")
-    let config =
-        try MagnetWhisper.Core.Whisper.Checkpoint.ReadConfig modelDir
-        with
-        | :? IOException
-        | :? InvalidDataException as e -> invalidArg "--model" $"--model {modelDir}: {e.Message}"
+    let config = modelConfig modelDir
     let options = options config args
     checkOutputDir outputDir
     threads |> Option.iter torch.set_num_threads
     Output.progress quiet $"loading {modelDir} on {device}"
-    let loaded =
-        try
-            if MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder modelDir then
-                Ok(MagnetWhisper.Core.Magnet.MagnetFormat.load modelDir device torch.float32 :> ISpeechModel)
-            else Ok(WhisperModel.FromPretrained(modelDir, device, torch.float32) :> ISpeechModel)
-        with
-        | :? IOException
-        | :? InvalidDataException
-        | :? UnauthorizedAccessException as e -> Error e.Message
-    match loaded with
+    match loadModel modelDir device with
     | Error message ->
         Output.error message
         2
