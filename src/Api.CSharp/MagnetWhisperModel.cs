@@ -275,7 +275,7 @@ namespace MagnetWhisper
         public IReadOnlyList<int[]> GenerateTokens(Tensor mel, Tensor? frameMask = null, int maxTokens = 224)
         {
             if (mel is null) throw new ArgumentNullException(nameof(mel));
-            return gate.Run(() => Core.Decoding.Greedy.generate(model, mel, SegmentPooling.Option(frameMask), Core.Decoding.Greedy.prompt(model.Config), maxTokens));
+            return gate.Run(() => Core.Decoding.Search.greedyTokens(model, mel, SegmentPooling.Option(frameMask), Core.Decoding.Search.checkpointPrompt(model.Config), maxTokens));
         }
 
         /// <summary>
@@ -285,7 +285,7 @@ namespace MagnetWhisper
         public string Generate(string audioPath, int maxTokens = 224)
         {
             if (audioPath is null) throw new ArgumentNullException(nameof(audioPath));
-            return gate.Run(() => Core.Decoding.Greedy.transcribeFile(model, audioPath, maxTokens));
+            return gate.Run(() => Core.Decoding.Search.greedyTranscribeFile(model, audioPath, maxTokens));
         }
 
         /// <summary>
