@@ -81,6 +81,7 @@ let main argv =
         | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
         | "visualize" :: rest -> Args.rejectUnknown<Visualize.VisualizeArgs> "visualize" rest
         | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
+        | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
         let results = parser.ParseCommandLine(argv)
         if results.Contains Version then
