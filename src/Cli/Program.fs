@@ -75,6 +75,7 @@ let main argv =
         | "convert" :: rest -> Args.rejectUnknown<Convert.ConvertArgs> "convert" rest
         | "inspect" :: rest -> Args.rejectUnknown<Inspect.InspectArgs> "inspect" rest
         | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
+        | "bench" :: "data" :: rest -> Args.rejectUnknown<BenchData.BenchDataArgs> "bench data" rest
         | _ -> ()
         let results = parser.ParseCommandLine(argv)
         if results.Contains Version then
