@@ -151,7 +151,7 @@ let run (args: ParseResults<BenchDataArgs>) : int =
         let kinds = [ for s in model.Options.Predictors -> if s.Targets = NoTargets then NoTarget else Phonemes ]
         let collate = CollateOptions.ForMagnet(model, "en", Transcribe, kinds)
         let collate = if collate.TargetRows.Length = 0 then { collate with TargetRows = [| Phonemes |] } else collate
-        let batching = { BatchingOptions.Default with Size = Data.Utterances batchSize; BucketWindow = Some(50 * batchSize) }
+        let batching = { BatchingOptions.Default with Size = BatchSize.Utterances batchSize; BucketWindow = Some(50 * batchSize) }
         let utterances = corpus.Utterances
         let audio = utterances |> Array.sumBy (fun u -> u.Duration.Value)
         let framesText = match collate.Frames with CutToLongest _ -> "cut to the longest utterance" | FullWindow -> "the full 30 s window"
@@ -161,7 +161,7 @@ let run (args: ParseResults<BenchDataArgs>) : int =
             (collate.TargetRows |> Array.map Targets.name |> String.concat ", ")
         printfn "runtime      %d libtorch threads, %d logical CPUs" (torch.get_num_threads ()) Environment.ProcessorCount
         Output.progress quiet "warming up (tokenizer, pronouncing dictionary, JIT)"
-        timeLoader collate { batching with Size = Data.Utterances 2 } 1 2 (Array.truncate 2 utterances) |> ignore
+        timeLoader collate { batching with Size = BatchSize.Utterances 2 } 1 2 (Array.truncate 2 utterances) |> ignore
         let mutable skipped = corpus.Skipped
         let mutable best = 0.0
         for w in workers do

@@ -49,6 +49,7 @@ type BatchingOptions =
       Seed: int64
       /// False keeps the corpus order (evaluation); true shuffles each epoch.
       Shuffle: bool
+      /// A fixed number of utterances, or a padded-seconds limit, per batch.
       Size: BatchSize
       /// Length bucketing: the shuffled order is cut into windows of this many utterances, each window is sorted by
       /// duration and cut into batches, and the batches are shuffled again (as Hugging Face's length-grouped sampler,

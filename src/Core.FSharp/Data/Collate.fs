@@ -28,6 +28,7 @@ type CollateOptions =
       NMels: int
       /// The longest label sequence the decoder takes (max_target_positions, 448).
       MaxTokens: int
+      /// The full window, or cut to the longest utterance.
       Frames: FrameLength
       /// The kind of each row of the target matrix (`Targets.rowKinds`); empty: no matrix.
       TargetRows: TargetKind[]
@@ -61,7 +62,8 @@ type CollateOptions =
 
 /// One utterance ready to be stacked into a batch (what a loader's worker produces).
 type PreparedUtterance =
-    { Utterance: Utterance
+    { /// The utterance as the corpus gave it.
+      Utterance: Utterance
       /// 16 kHz samples of the audio.
       Samples: int
       /// Log-mel features (n_mels × 3000, row-major) of the 30 s window.
