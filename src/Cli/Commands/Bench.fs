@@ -37,12 +37,14 @@ type BenchArgs =
     | [<CliPrefix(CliPrefix.None)>] Downsample of ParseResults<DownsampleBenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Encoder of ParseResults<BenchEncoder.BenchEncoderArgs>
     | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<BenchTranscribe.BenchTranscribeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<BenchData.BenchDataArgs>
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Downsample _ -> "segment-mean pooling: index_add + closed-form gradient vs finite-difference variant vs dense."
             | Encoder _ -> "Whisper encoder forward per 30 s window: median time, real-time factor, GFLOP/s; with --predictors, MagnetWhisper's speed-up per compression ratio."
             | Transcribe _ -> "transcription of a clip: median time, real-time factor, memory over repeated runs."
+            | Data _ -> "batch loader: utterances/s with 1..N workers next to an encoder's consumption rate."
 
 /// One forward + backward pass of pool in a fresh dispose scope (memory stays flat); returns seconds.
 let private timeOnce (device: torch.Device) (pool: Tensor -> Tensor -> Tensor) (boundaries: Tensor) (hidden: Tensor) (upstream: Tensor) =
@@ -129,6 +131,7 @@ let run (args: ParseResults<BenchArgs>) : int =
     | Some(Downsample a) -> runDownsample a
     | Some(Encoder a) -> BenchEncoder.run a
     | Some(Transcribe a) -> BenchTranscribe.run a
+    | Some(Data a) -> BenchData.run a
     | None ->
         Output.error "bench needs a subcommand: downsample, encoder or transcribe"
         eprintfn "%s" (args.Parser.PrintUsage())
