@@ -133,6 +133,6 @@ let run (args: ParseResults<BenchArgs>) : int =
     | Some(Transcribe a) -> BenchTranscribe.run a
     | Some(Data a) -> BenchData.run a
     | None ->
-        Output.error "bench needs a subcommand: downsample, encoder or transcribe"
+        Output.error "bench needs a subcommand: downsample, encoder, transcribe or data"
         eprintfn "%s" (args.Parser.PrintUsage())
         2
