@@ -73,12 +73,15 @@ module Corpus =
         { Name = name; Utterances = utterances.ToArray(); Skipped = skipped.ToArray() }
 
     /// One line for the CLI: "N utterances, H.h hours, S skipped". The hours count the utterances whose duration is
-    /// known and say so when that is not all of them; minutes replace hours below one hour.
+    /// known and say so when that is not all of them; minutes replace hours below an hour, seconds below a minute.
     let describe (corpus: Corpus) : string =
         let plural (n: int) (word: string) = if n = 1 then $"1 {word}" else $"{n} {word}s"
         let known = corpus.Utterances |> Array.choose (fun u -> u.Duration)
         let seconds = Array.sum known
-        let amount = if seconds >= 3600.0 then $"%.1f{seconds / 3600.0} hours" else $"%.1f{seconds / 60.0} minutes"
+        let amount =
+            if seconds >= 3600.0 then $"%.1f{seconds / 3600.0} hours"
+            elif seconds >= 60.0 then $"%.1f{seconds / 60.0} minutes"
+            else $"%.1f{seconds} seconds"
         let time =
             if known.Length = 0 then ""
             elif known.Length = corpus.Utterances.Length then $", {amount}"

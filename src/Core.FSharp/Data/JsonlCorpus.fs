@@ -61,9 +61,18 @@ module JsonlCorpus =
     let read (manifest: string) : Corpus =
         if not (File.Exists manifest) then raise (FileNotFoundException($"{manifest}: no such manifest", manifest))
         let folder = Path.GetDirectoryName(Path.GetFullPath manifest)
+        // The line each id was first used on, so that a repeat names both lines.
+        let firstUse = Collections.Generic.Dictionary<string, int>()
         File.ReadLines manifest
         |> Seq.mapi (fun i line -> i + 1, line)
         |> Seq.filter (fun (_, line) -> not (String.IsNullOrWhiteSpace line))
         |> Seq.map (fun (number, line) ->
-            entry folder line |> Result.mapError (fun reason -> { Source = $"{manifest} line {number}"; Reason = reason }))
+            entry folder line
+            |> Result.bind (fun u ->
+                match firstUse.TryGetValue u.Id with
+                | true, first -> Error $"the id {u.Id} is already used on line {first}"
+                | false, _ ->
+                    firstUse.[u.Id] <- number
+                    Ok u)
+            |> Result.mapError (fun reason -> { Source = $"{manifest} line {number}"; Reason = reason }))
         |> Corpus.ofResults manifest

@@ -97,11 +97,16 @@ module ParquetCorpus =
                     Some values.[next - 1]
                 else None)
 
+    // Parquet.Net reports a read schema's text and binary columns as ReadOnlyMemory (a written one's as string and
+    // byte[]); either way they are read as ReadOnlyMemory.
+    let private isText (field: DataField) = field.ClrType = typeof<string> || field.ClrType = typeof<ReadOnlyMemory<char>>
+    let private isBinary (field: DataField) = field.ClrType = typeof<byte[]> || field.ClrType = typeof<ReadOnlyMemory<byte>>
+
     /// A text or integer column's values as strings (ids and speakers are either).
     let private readText (group: ParquetRowGroupReader) (field: DataField) : string option[] =
         let asText (values: 'a option[]) (show: 'a -> string) = values |> Array.map (Option.map show)
         match field.ClrType with
-        | t when t = typeof<string> -> asText (readColumn<ReadOnlyMemory<char>> group field) (fun v -> String(v.Span))
+        | _ when isText field -> asText (readColumn<ReadOnlyMemory<char>> group field) (fun v -> String(v.Span))
         | t when t = typeof<int64> -> asText (readColumn<int64> group field) string
         | t when t = typeof<int> -> asText (readColumn<int> group field) string
         | t -> raise (InvalidDataException $"column {field.Path} holds {t.Name} values, not text or integers")
@@ -127,9 +132,9 @@ module ParquetCorpus =
         let fields = schema.GetDataFields() |> Array.filter (fun f -> f.MaxRepetitionLevel = 0)
         let find (path: string list) = fields |> Array.tryFind (fun f -> f.Path.ToList() |> List.ofSeq = path)
         let first (names: string list) = names |> List.tryPick (fun n -> find [ n ])
-        { Bytes = find [ "audio"; "bytes" ] |> Option.filter (fun f -> f.ClrType = typeof<byte[]>)
-          AudioPath = find [ "audio"; "path" ] |> Option.filter (fun f -> f.ClrType = typeof<string>)
-          Transcript = first transcriptColumns |> Option.filter (fun f -> f.ClrType = typeof<string>)
+        { Bytes = find [ "audio"; "bytes" ] |> Option.filter isBinary
+          AudioPath = find [ "audio"; "path" ] |> Option.filter isText
+          Transcript = first transcriptColumns |> Option.filter isText
           Id = find [ "id" ]
           Speaker = first speakerColumns
           Duration = find [ "duration" ] }
