@@ -34,11 +34,14 @@ module Corpora =
     /// transcripts (FolderCorpus). Then applies the options. Anything else raises an error naming the path.
     let read (options: CorpusOptions) (path: string) : Corpus =
         let corpus =
-            if ParquetCorpus.isShards path then ParquetCorpus.read path
+            // LibriSpeech is recognised from a few folders; looking for .parquet files walks the whole tree.
+            if Directory.Exists path then
+                if LibriSpeechCorpus.isLayout path then LibriSpeechCorpus.read path
+                elif ParquetCorpus.isShards path then ParquetCorpus.read path
+                else FolderCorpus.read path
+            elif ParquetCorpus.isShards path then ParquetCorpus.read path
             elif File.Exists path then
                 if Path.GetExtension(path).Equals(".jsonl", System.StringComparison.OrdinalIgnoreCase) then JsonlCorpus.read path
                 else raise (InvalidDataException $"{path}: not a corpus this version reads; give {accepted}")
-            elif Directory.Exists path then
-                if LibriSpeechCorpus.isLayout path then LibriSpeechCorpus.read path else FolderCorpus.read path
             else raise (FileNotFoundException($"{path}: no such corpus file or folder", path))
         select options corpus
