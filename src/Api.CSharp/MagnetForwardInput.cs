@@ -1,5 +1,8 @@
 using System;
+using System.Collections.Generic;
+using System.Linq;
 using TorchSharp;
+using Microsoft.FSharp.Collections;
 using static TorchSharp.torch;
 using Mg = MagnetWhisper.Core.Magnet;
 
@@ -56,11 +59,43 @@ namespace MagnetWhisper
         /// </summary>
         public double RlBoundaryLossWeight { get; init; } = 1.0;
 
+        /// <summary>
+        /// Schedules of single predictors by the encoder layer they run before; a predictor without an entry (or a null
+        /// value of an entry) keeps its own. Null = every predictor its own.
+        /// </summary>
+        public IReadOnlyDictionary<int, PredictorSchedule>? Schedules { get; init; }
+
+        /// <summary>
+        /// Recorded actions to replay, by the encoder layer of the predictor: (B, L) tensors as
+        /// <see cref="BoundaryLayerResult.Actions"/> (or <see cref="MagnetEncoderResult.Actions"/>) of an earlier pass on the
+        /// same batch. Those predictors pool the recorded actions and return their log-probability under the current
+        /// weights (PPO ratios, KL penalties); with unchanged weights and dropout off it equals the recording's. The
+        /// others sample (with a <see cref="Seed"/>) or threshold. Null = nothing replayed.
+        /// </summary>
+        public IReadOnlyDictionary<int, Tensor>? Replay { get; init; }
+
         /// <summary>The core input on <paramref name="device"/>; <paramref name="generator"/> is null unless <see cref="Seed"/> is set.</summary>
         internal Mg.ForwardInput ToCore(Mg.MagnetOptions options, Device device, Generator? generator)
         {
             if (TargetProgress is < 0.0 or > 1.0 || double.IsNaN(TargetProgress))
                 throw new ArgumentOutOfRangeException(nameof(TargetProgress), TargetProgress, "TargetProgress must be in [0, 1].");
+            var layers = options.Predictors.Select(slot => slot.Layer).ToHashSet();
+            void RequirePredictors<T>(IReadOnlyDictionary<int, T>? byLayer, string name)
+            {
+                foreach (var layer in byLayer?.Keys ?? Enumerable.Empty<int>())
+                    if (!layers.Contains(layer))
+                        throw new ArgumentException(
+                            $"{name} has an entry for encoder layer {layer}, which has no predictor (predictor layers: {string.Join(", ", layers.OrderBy(l => l))}).", name);
+            }
+            RequirePredictors(Schedules, nameof(Schedules));
+            RequirePredictors(Replay, nameof(Replay));
+            var own = Mg.PredictorSchedules.withTargetProgress(options, TargetProgress);
+            var schedules = MapModule.OfSeq(own.Select(entry =>
+                Tuple.Create(entry.Key, Schedules is not null && Schedules.TryGetValue(entry.Key, out var given) && given is not null
+                    ? given.Over(entry.Value, entry.Key)
+                    : entry.Value)));
+            var replay = MapModule.OfSeq((Replay ?? new Dictionary<int, Tensor>()).Select(entry =>
+                Tuple.Create(entry.Key, (entry.Value ?? throw new ArgumentNullException(nameof(Replay), $"Replay[{entry.Key}] is null.")).to(device))));
             // Named arguments: a reordered or renamed core field is a compile error here, not a silent swap.
             return new Mg.ForwardInput(
                 mel: Mel.to(device),
@@ -71,8 +106,8 @@ namespace MagnetWhisper
                 targetMatrix: SegmentPooling.Option(Targets?.to(device)),
                 mode: generator is null ? Mg.PredictorMode.Threshold : Mg.PredictorMode.NewSample(generator),
                 rl: ReinforcementLearning,
-                schedules: Mg.PredictorSchedules.withTargetProgress(options, TargetProgress),
-                replay: Microsoft.FSharp.Collections.MapModule.Empty<int, Tensor>(),
+                schedules: schedules,
+                replay: replay,
                 rlBoundaryLossWeight: RlBoundaryLossWeight);
         }
     }

@@ -30,6 +30,8 @@ namespace MagnetWhisper
             Probabilities = l.Output.Probabilities;
             SpacingCv = l.Output.MeanSpacingCv;
             Adjacency = l.Output.AdjacencyOverall;
+            Actions = l.Output.Actions;
+            LogProbability = l.Output.LogProb is null ? null : l.Output.LogProb.Value;
         }
 
         /// <summary>The encoder layer the predictor runs before.</summary>
@@ -70,6 +72,15 @@ namespace MagnetWhisper
 
         /// <summary>() fraction of boundary gaps equal to one frame.</summary>
         public Tensor Adjacency { get; }
+
+        /// <summary>
+        /// (B, L) the predictor's raw actions, 1 = boundary, before masking and the forced last boundary: what
+        /// <see cref="MagnetForwardInput.Replay"/> takes to replay this pass.
+        /// </summary>
+        public Tensor Actions { get; }
+
+        /// <summary>(B) log-probability of this predictor's actions (sampling, replay and RL modes), else null.</summary>
+        public Tensor? LogProbability { get; }
     }
 
     /// <summary>The encoder output of MagnetWhisper with its boundary statistics. Dispose it to free its tensors.</summary>
@@ -81,6 +92,7 @@ namespace MagnetWhisper
         {
             this.output = output;
             Layers = output.Layers.Select(l => new BoundaryLayerResult(l)).ToArray();
+            Actions = Layers.ToDictionary(l => l.Layer, l => l.Actions);
         }
 
         /// <summary>(B, S, D) encoder states.</summary>
@@ -98,8 +110,11 @@ namespace MagnetWhisper
         /// <summary>() the summed boundary loss of all predictors.</summary>
         public Tensor BoundaryLoss => output.BoundaryLoss;
 
-        /// <summary>(B) log-probability of the sampled boundaries (sampling and RL modes), else null.</summary>
+        /// <summary>(B) log-probability of the sampled boundaries, summed over the predictors (sampling, replay and RL modes), else null.</summary>
         public Tensor? LogProbability => output.LogProb is null ? null : output.LogProb.Value;
+
+        /// <summary>Every predictor's raw actions by encoder layer, ready for <see cref="MagnetForwardInput.Replay"/> (valid until this result is disposed).</summary>
+        public IReadOnlyDictionary<int, Tensor> Actions { get; }
 
         /// <inheritdoc />
         public void Dispose() => ((IDisposable)output).Dispose();
@@ -174,6 +189,12 @@ namespace MagnetWhisper
         /// this model's one-call-at-a-time rule.
         /// </summary>
         public nn.Module Module => model;
+
+        /// <summary>The core model, for the evaluator.</summary>
+        internal Mg.MagnetWhisperModel CoreModel => model;
+
+        /// <summary>The model's one-call-at-a-time gate, for the evaluator.</summary>
+        internal ModelGate Gate => gate;
 
         /// <summary>The device of the parameters.</summary>
         public Device Device => model.Device;
@@ -275,7 +296,7 @@ namespace MagnetWhisper
         public IReadOnlyList<int[]> GenerateTokens(Tensor mel, Tensor? frameMask = null, int maxTokens = 224)
         {
             if (mel is null) throw new ArgumentNullException(nameof(mel));
-            return gate.Run(() => Core.Decoding.Greedy.generate(model, mel, SegmentPooling.Option(frameMask), Core.Decoding.Greedy.prompt(model.Config), maxTokens));
+            return gate.Run(() => Core.Decoding.Search.greedyTokens(model, mel, SegmentPooling.Option(frameMask), Core.Decoding.Search.checkpointPrompt(model.Config), maxTokens));
         }
 
         /// <summary>
@@ -285,7 +306,7 @@ namespace MagnetWhisper
         public string Generate(string audioPath, int maxTokens = 224)
         {
             if (audioPath is null) throw new ArgumentNullException(nameof(audioPath));
-            return gate.Run(() => Core.Decoding.Greedy.transcribeFile(model, audioPath, maxTokens));
+            return gate.Run(() => Core.Decoding.Search.greedyTranscribeFile(model, audioPath, maxTokens));
         }
 
         /// <summary>

@@ -229,6 +229,12 @@ namespace MagnetWhisper
             return new WhisperModel(loaded, new ModelGate(loaded, nameof(WhisperModel)));
         }
 
+        /// <summary>The core model, for the evaluator.</summary>
+        internal ISpeechModel SpeechModel => model;
+
+        /// <summary>The model's one-call-at-a-time gate, for the evaluator.</summary>
+        internal ModelGate Gate => gate;
+
         /// <summary>The device the weights live on, e.g. <c>cpu</c>.</summary>
         public string Device => model.Device.ToString();
 

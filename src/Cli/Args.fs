@@ -9,9 +9,9 @@ open Argu
 
 /// The flags of an Argu union as typed on the command line: `Output_Dir` → `--output-dir`, plus its
 /// AltCommandLine names and the help flags.
-let flagsOf<'T when 'T :> IArgParserTemplate> () : string list =
+let flagsOfTemplate (template: Type) : string list =
     [ "--help"; "-h"
-      for case in FSharpType.GetUnionCases(typeof<'T>, true) do
+      for case in FSharpType.GetUnionCases(template, true) do
           let attributes = case.GetCustomAttributes()
           if not (attributes |> Array.exists (fun a -> a :? MainCommandAttribute)) then
               "--" + case.Name.ToLowerInvariant().Replace('_', '-')
@@ -19,6 +19,9 @@ let flagsOf<'T when 'T :> IArgParserTemplate> () : string list =
                   match a with
                   | :? AltCommandLineAttribute as alt -> yield! alt.Names
                   | _ -> () ]
+
+/// The flags of an Argu union 'T (see flagsOfTemplate).
+let flagsOf<'T when 'T :> IArgParserTemplate> () : string list = flagsOfTemplate typeof<'T>
 
 /// Levenshtein distance (insertions, deletions, substitutions; a transposition counts two).
 let editDistance (a: string) (b: string) : int =
@@ -43,16 +46,16 @@ let closest (known: string list) (typed: string) : string option =
 /// The first token of a command's arguments that looks like a flag ("-x", "--x") but is none of the command's,
 /// is not the value of the flag before it, and is not an existing file or a number. Argu would hand it to the
 /// command's positional arguments (reading `--outptu-dir` as an audio path) or blame the wrong token.
-let unknownFlag<'T when 'T :> IArgParserTemplate> (tokens: string list) : string option =
+let unknownFlagOf (template: Type) (tokens: string list) : string option =
     let valued =
-        set [ for case in FSharpType.GetUnionCases(typeof<'T>, true) do
+        set [ for case in FSharpType.GetUnionCases(template, true) do
                   if case.GetFields().Length > 0 then
                       "--" + case.Name.ToLowerInvariant().Replace('_', '-')
                       for a in case.GetCustomAttributes() do
                           match a with
                           | :? AltCommandLineAttribute as alt -> yield! alt.Names
                           | _ -> () ]
-    let known = set (flagsOf<'T> ())
+    let known = set (flagsOfTemplate template)
     let looksLikeFlag (t: string) =
         t.StartsWith "-" && t.Length > 1 && not (Char.IsDigit t.[1]) && t.[1] <> '.' && not (File.Exists t) && not (Directory.Exists t)
     let rec scan (tokens: string list) =
@@ -64,16 +67,38 @@ let unknownFlag<'T when 'T :> IArgParserTemplate> (tokens: string list) : string
         | _ :: rest -> scan rest
     scan tokens
 
-/// Raises ArgumentException naming an unknown flag of a command (see unknownFlag), with the nearest known one.
-let rejectUnknown<'T when 'T :> IArgParserTemplate> (command: string) (tokens: string list) : unit =
-    match unknownFlag<'T> tokens with
+/// Raises ArgumentException naming an unknown flag of a command whose arguments are the Argu union `template` (see
+/// unknownFlagOf), with the nearest known one.
+let rejectUnknownOf (template: Type) (command: string) (tokens: string list) : unit =
+    match unknownFlagOf template tokens with
     | None -> ()
     | Some flag ->
         let hint =
-            match closest (flagsOf<'T> ()) flag with
+            match closest (flagsOfTemplate template) flag with
             | Some k -> $" (did you mean {k}?)"
             | None -> ""
         invalidArg flag $"unknown option '{flag}'{hint}; see 'magnet {command} --help'"
+
+/// Raises ArgumentException naming an unknown flag of a command (see unknownFlagOf), with the nearest known one.
+let rejectUnknown<'T when 'T :> IArgParserTemplate> (command: string) (tokens: string list) : unit =
+    rejectUnknownOf typeof<'T> command tokens
+
+/// For a command made of subcommands (the cases of 'T that hold a ParseResults, like `bench downsample`): the
+/// subcommand named first in tokens is checked for unknown flags (see rejectUnknown), so a new subcommand is covered
+/// as soon as it is a case of 'T. An unknown subcommand is left to Argu.
+let rejectUnknownInSubcommand<'T when 'T :> IArgParserTemplate> (command: string) (tokens: string list) : unit =
+    match tokens with
+    | sub :: rest ->
+        let template =
+            FSharpType.GetUnionCases(typeof<'T>, true)
+            |> Array.tryFind (fun case -> case.Name.ToLowerInvariant().Replace('_', '-') = sub)
+            |> Option.bind (fun case ->
+                match case.GetFields() with
+                | [| field |] when field.PropertyType.IsGenericType && field.PropertyType.GetGenericTypeDefinition() = typedefof<ParseResults<_>> ->
+                    Some(field.PropertyType.GetGenericArguments().[0])
+                | _ -> None)
+        template |> Option.iter (fun t -> rejectUnknownOf t $"{command} {sub}" rest)
+    | [] -> ()
 
 /// The message of an ArgumentException without .NET's " (Parameter 'name')" suffix.
 let messageOf (e: ArgumentException) : string =

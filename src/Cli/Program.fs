@@ -16,6 +16,8 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<Convert.ConvertArgs>
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<Inspect.InspectArgs>
     | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<Transcribe.TranscribeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Visualize of ParseResults<Visualize.VisualizeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.EvalArgs>
     | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
@@ -27,6 +29,8 @@ type Command =
             | Convert _ -> "convert a Whisper folder (with predictor options) or import an original checkpoint into a MagnetWhisper folder."
             | Inspect _ -> "print a Whisper or MagnetWhisper folder's structure, predictor slots and parameter counts."
             | Transcribe _ -> "transcribe or translate audio files with a Whisper checkpoint (txt, vtt, srt, tsv, json)."
+            | Visualize _ -> "write an HTML page of one audio's log-mel, boundary probabilities and boundaries, phones and transcript."
+            | Eval _ -> "evaluate a Whisper or MagnetWhisper folder on a corpus: WER, CER, compression, real-time factor."
             | Version -> "print the version and exit."
 
 /// Exit codes (README "Exit codes"): success, some inputs failed, the command line is wrong.
@@ -75,6 +79,9 @@ let main argv =
         | "convert" :: rest -> Args.rejectUnknown<Convert.ConvertArgs> "convert" rest
         | "inspect" :: rest -> Args.rejectUnknown<Inspect.InspectArgs> "inspect" rest
         | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
+        | "visualize" :: rest -> Args.rejectUnknown<Visualize.VisualizeArgs> "visualize" rest
+        | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
+        | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
         let results = parser.ParseCommandLine(argv)
         if results.Contains Version then
@@ -95,6 +102,8 @@ let main argv =
         | Convert a -> Convert.run a
         | Inspect a -> Inspect.run a
         | Transcribe a -> Transcribe.run a
+        | Visualize a -> Visualize.run a
+        | Eval a -> Eval.run a
     with
     | :? ArgumentException as e ->
         // .NET appends " (Parameter 'name')"; the message itself already names the flag.

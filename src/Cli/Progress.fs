@@ -25,15 +25,18 @@ let clock (seconds: float) : string =
 let eta (doneSeconds: float) (duration: float) (elapsed: float) : float option =
     if doneSeconds <= 0.0 then None else Some(max 0.0 (duration - doneSeconds) * elapsed / doneSeconds)
 
-/// The bar line, at most `width` characters: "jfk.flac  37% |███▋      | 11.0/30.0 s, 0:07 elapsed, ETA 0:12".
-/// The bar has eight steps per cell.
-let barLine (name: string) (doneSeconds: float) (duration: float) (elapsed: float) (remaining: float option) (width: int) : string =
-    let fraction = if duration > 0.0 then min 1.0 (max 0.0 (doneSeconds / duration)) else 0.0
+/// A 20-cell bar of a fraction in [0, 1], eight steps per cell: "███▋                ".
+let bar (fraction: float) : string =
     let cells = 20
-    let eighths = int (Math.Floor(fraction * float (cells * 8)))
+    let eighths = int (Math.Floor(min 1.0 (max 0.0 fraction) * float (cells * 8)))
     let partial = [| ""; "▏"; "▎"; "▍"; "▌"; "▋"; "▊"; "▉" |].[eighths % 8]
     let full = String('█', eighths / 8)
-    let bar = (full + partial).PadRight cells
+    (full + partial).PadRight cells
+
+/// The bar line, at most `width` characters: "jfk.flac  37% |███▋      | 11.0/30.0 s, 0:07 elapsed, ETA 0:12".
+let barLine (name: string) (doneSeconds: float) (duration: float) (elapsed: float) (remaining: float option) (width: int) : string =
+    let fraction = if duration > 0.0 then min 1.0 (max 0.0 (doneSeconds / duration)) else 0.0
+    let bar = bar fraction
     let etaText = match remaining with Some r -> clock r | None -> "?"
     let line = $"{name} {int (fraction * 100.0),3}%% |{bar}| {doneSeconds:F1}/{duration:F1} s, {clock elapsed} elapsed, ETA {etaText}"
     if line.Length <= width then line else line.Substring(0, max 0 width)

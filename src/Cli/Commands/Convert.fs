@@ -109,7 +109,7 @@ let check (dir: string) (m: MagnetWhisperModel) =
     use b = loaded.Encode(mel, Some frameMask)
     let same = a.Hidden.shape = b.Hidden.shape && (use e = a.Hidden.eq(b.Hidden).all() in e.item<bool>())
     if not same then failwith "sanity check failed: the reloaded model's encoder output differs"
-    let tokens = MagnetWhisper.Core.Decoding.Greedy.generate (loaded :> MagnetWhisper.Core.Decoding.ISpeechModel) mel (Some frameMask) (MagnetWhisper.Core.Decoding.Greedy.prompt c) 5
+    let tokens = MagnetWhisper.Core.Decoding.Search.greedyTokens (loaded :> MagnetWhisper.Core.Decoding.ISpeechModel) mel (Some frameMask) (MagnetWhisper.Core.Decoding.Search.checkpointPrompt c) 5
     printfn "check       reloaded: identical encoder output (%d positions); greedy tokens of silence: [%s]" b.Hidden.shape.[1] (String.Join(", ", tokens.[0]))
 
 /// The output folder must not be a source folder (the atomic save would replace its weights) nor any other folder

@@ -102,6 +102,7 @@ let run (args: ParseResults<InspectArgs>) : int =
     | None -> ()
     | Some audio ->
         let maxTokens = args.GetResult(Max_Tokens, defaultValue = 100)
+        Args.require "--max-tokens" (maxTokens >= 1) $"must be at least 1, but is {maxTokens}"
         use model =
             match kind with
             | "MagnetWhisper" -> MagnetFormat.load dir torch.CPU torch.ScalarType.Float32
@@ -117,7 +118,7 @@ let run (args: ParseResults<InspectArgs>) : int =
         for l in enc.Layers do
             printfn "compression before layer %d: %d → %d positions, kept %.3f (%.1f×)" l.Index l.InputLength l.OutputLength l.KeptFraction (1.0 / max l.KeptFraction 1e-9)
         printfn "encoder     %d positions reach the decoder (%d valid)" enc.Hidden.shape.[1] (int (Tensors.toFloat (enc.Mask.sum())))
-        let ids = Greedy.generate (model :> ISpeechModel) features.Mel (Some features.Mask) (Greedy.prompt config) maxTokens
+        let ids = Search.greedyTokens (model :> ISpeechModel) features.Mel (Some features.Mask) (Search.checkpointPrompt config) maxTokens
         match config.VocabSize with
         | 51864 | 51865 | 51866 ->
             let tokenizer = MagnetWhisper.Core.Text.Tokenizer.ofVocabSize config.VocabSize

@@ -79,6 +79,12 @@ let private optionalFloat (flag: string) (text: string) : float option =
         | true, v when Double.IsFinite v -> Some v
         | _ -> invalidArg flag $"{flag} expects a number or none, got '{text}'"
 
+/// The language code of a --language value (a code or a name); a usage error naming the flag otherwise.
+let languageCode (text: string) : string =
+    match Languages.tryFind text with
+    | Some lang -> lang.Code
+    | None -> invalidArg "--language" $"--language: unknown language '{text}' (use a code such as en or a name such as english)"
+
 /// The options of the command line (openai/whisper's CLI defaults: beam 5, best of 5, fallback 0 … 1 by 0.2),
 /// checked against the model's config (vocabulary size, decoder positions); errors name the flag.
 let options (config: MagnetWhisper.Core.Whisper.WhisperConfig) (args: ParseResults<TranscribeArgs>) : TranscribeOptions =
@@ -87,12 +93,7 @@ let options (config: MagnetWhisper.Core.Whisper.WhisperConfig) (args: ParseResul
         | "transcribe" -> Transcribe
         | "translate" -> Translate
         | other -> invalidArg "--task" $"--task must be transcribe or translate, got '{other}'"
-    let language =
-        args.TryGetResult Language
-        |> Option.map (fun l ->
-            match Languages.tryFind l with
-            | Some lang -> lang.Code
-            | None -> invalidArg "--language" $"--language: unknown language '{l}' (use a code such as en or a name such as english)")
+    let language = args.TryGetResult Language |> Option.map languageCode
     let beam = args.GetResult(Beam_Size, defaultValue = 5)
     Args.require "--beam-size" (beam >= 0) $"must be 0 (greedy) or more, got {beam}"
     let bestOf = args.GetResult(Best_Of, defaultValue = 5)
@@ -161,6 +162,26 @@ let checkOutputDir (dir: string) : unit =
     with
     | :? IOException
     | :? UnauthorizedAccessException as e -> invalidArg flag $"{flag} {dir} cannot be written: {e.Message}"
+
+/// The configuration of the --model folder, before loading it: a missing folder or an unreadable config.json is a
+/// usage error naming --model and the folder as typed.
+let modelConfig (modelDir: string) : WhisperConfig =
+    if not (Directory.Exists modelDir) then raise (DirectoryNotFoundException $"--model {modelDir}: folder not found")
+    try Checkpoint.ReadConfig modelDir
+    with
+    | :? IOException
+    | :? InvalidDataException as e -> invalidArg "--model" $"--model {modelDir}: {e.Message}"
+
+/// Loads a MagnetWhisper folder or a Hugging Face Whisper folder; Error with the message when it cannot be loaded.
+let loadModel (modelDir: string) (device: torch.Device) : Result<ISpeechModel, string> =
+    try
+        if MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder modelDir then
+            Ok(MagnetWhisper.Core.Magnet.MagnetFormat.load modelDir device torch.float32 :> ISpeechModel)
+        else Ok(WhisperModel.FromPretrained(modelDir, device, torch.float32) :> ISpeechModel)
+    with
+    | :? IOException
+    | :? InvalidDataException
+    | :? UnauthorizedAccessException as e -> Error e.Message
 
 /// "layer 3: kept 24.1% (4.1×)" for each predictor of a MagnetWhisper model on the file's first 30 s window.
 let private compressionReport (magnet: MagnetWhisper.Core.Magnet.MagnetWhisperModel) (path: string) : string =
@@ -245,26 +266,12 @@ let run (args: ParseResults<TranscribeArgs>) : int =
     let quiet = args.Contains No_Progress
     let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, defaultValue = "auto")))
     let modelDir = args.GetResult Model
-    if not (Directory.Exists modelDir) then raise (DirectoryNotFoundException $"--model {modelDir}: folder not found")
-    let config =
-        try MagnetWhisper.Core.Whisper.Checkpoint.ReadConfig modelDir
-        with
-        | :? IOException
-        | :? InvalidDataException as e -> invalidArg "--model" $"--model {modelDir}: {e.Message}"
+    let config = modelConfig modelDir
     let options = options config args
     checkOutputDir outputDir
     threads |> Option.iter torch.set_num_threads
     Output.progress quiet $"loading {modelDir} on {device}"
-    let loaded =
-        try
-            if MagnetWhisper.Core.Magnet.MagnetFormat.isMagnetFolder modelDir then
-                Ok(MagnetWhisper.Core.Magnet.MagnetFormat.load modelDir device torch.float32 :> ISpeechModel)
-            else Ok(WhisperModel.FromPretrained(modelDir, device, torch.float32) :> ISpeechModel)
-        with
-        | :? IOException
-        | :? InvalidDataException
-        | :? UnauthorizedAccessException as e -> Error e.Message
-    match loaded with
+    match loadModel modelDir device with
     | Error message ->
         Output.error message
         2

@@ -191,21 +191,25 @@ let private walk (f: Filter) (count: int) (emit: int -> int -> int -> int64 -> u
         s <- s + ph / f.Phases
         ph <- ph % f.Phases
 
+/// Σ buffer[start + j] · bank[row + j] over the stride taps of one phase (a multiple of the SIMD width: buffer and bank
+/// are zero-padded for it), in the arithmetic of 'T: int32 for 16-bit audio, float32 otherwise. One generic method that
+/// the JIT specialises per 'T, as fast as the two hand-written loops it replaced (same summation order, so bit-exact).
+let private dot<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (buffer: 'T[]) (bank: 'T[]) (stride: int) (start: int) (row: int) : 'T =
+    let width = Vector<'T>.Count
+    let mutable acc = Vector<'T>.Zero
+    let mutable j = 0
+    while j < stride do
+        acc <- acc + Vector<'T>(buffer, start + j) * Vector<'T>(bank, row + j)
+        j <- j + width
+    Vector.Sum acc
+
 /// Resamples 16-bit samples with integer arithmetic (Q15 coefficients, 32-bit sums, rounding by +2^14 and an
 /// arithmetic shift, saturation to 16 bits), as libswresample does for 8/16-bit audio.
 let applyInt16 (f: Filter) (input: int16[]) : int16[] =
     let p = plan f input.Length
     let buffer = extend f p (Array.map int input)
     let output = Array.zeroCreate<int16> p.Count
-    let width = Vector<int>.Count
-    let bank = f.IntBank
-    let dot (start: int) (row: int) =
-        let mutable acc = Vector<int>.Zero
-        let mutable j = 0
-        while j < f.Stride do
-            acc <- acc + Vector<int>(buffer, start + j) * Vector<int>(bank, row + j)
-            j <- j + width
-        Vector.Sum acc
+    let dot = dot buffer f.IntBank f.Stride
     walk f p.Count (fun k s ph frac ->
         let mutable v = dot s (ph * f.Stride)
         if frac <> 0L then
@@ -220,16 +224,8 @@ let applyFloat (f: Filter) (input: float32[]) : float32[] =
     let p = plan f input.Length
     let buffer = extend f p input
     let output = Array.zeroCreate<float32> p.Count
-    let width = Vector<float32>.Count
-    let bank = f.FloatBank
     let inv = 1.0 / float f.SrcIncr
-    let dot (start: int) (row: int) =
-        let mutable acc = Vector<float32>.Zero
-        let mutable j = 0
-        while j < f.Stride do
-            acc <- acc + Vector<float32>(buffer, start + j) * Vector<float32>(bank, row + j)
-            j <- j + width
-        Vector.Sum acc
+    let dot = dot buffer f.FloatBank f.Stride
     walk f p.Count (fun k s ph frac ->
         let mutable v = dot s (ph * f.Stride)
         if frac <> 0L then

@@ -32,13 +32,16 @@ module Filters =
             use part = row.narrow(0L, int64 start, int64 (stop - start))
             part.fill_(negInf.ToScalar()) |> ignore
 
-    /// whisper's SuppressBlank: at the first sampled position, forbid the blank (" ") and end-of-text.
-    let suppressBlank (tokenizer: Tokenizer) : ILogitFilter =
-        let blank = Array.append (tokenizer.Encode " ") [| tokenizer.Specials.EndOfText |]
+    /// Forbids these ids at the first sampled position only (Hugging Face's `begin_suppress_tokens`).
+    let suppressAtStart (ids: int[]) : ILogitFilter =
         { new ILogitFilter with
             member _.Apply(logits, sampled) =
                 let first = sampled |> Array.indexed |> Array.choose (fun (k, s) -> if s.Length = 0 then Some k else None)
-                fillIds logits first blank }
+                fillIds logits first ids }
+
+    /// whisper's SuppressBlank: at the first sampled position, forbid the blank (" ") and end-of-text.
+    let suppressBlank (tokenizer: Tokenizer) : ILogitFilter =
+        suppressAtStart (Array.append (tokenizer.Encode " ") [| tokenizer.Specials.EndOfText |])
 
     /// whisper's SuppressTokens: forbid these ids at every step.
     let suppressTokens (ids: int[]) : ILogitFilter =

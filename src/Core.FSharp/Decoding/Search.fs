@@ -190,11 +190,19 @@ module Search =
         z <- (z ^^^ (z >>> 27)) * 0x94D049BB133111EBUL
         z ^^^ (z >>> 31)
 
+    /// The special tokens the decoding loop itself needs (the logit filters hold the rest).
+    type private LoopTokens =
+        { /// A row ends at any of these; finished rows and left padding are fed the first.
+          Ends: int[]
+          /// `<|nospeech|>`, whose probability after the start-of-transcript token is reported; None = the
+          /// vocabulary has none (the probability is NaN).
+          NoSpeech: int option }
+
     /// Decodes rows whose initial tokens fit together (see decodeWindow); returns per audio the candidates and the
     /// no-speech probability.
     let private decodeGroup
         (model: ISpeechModel)
-        (tokenizer: Tokenizer)
+        (loop: LoopTokens)
         (options: DecodingOptions)
         (filters: ILogitFilter list)
         (audio: EncodedAudio)
@@ -205,8 +213,8 @@ module Search =
         (ct: CancellationToken)
         : Candidate list[] * float[] =
         use _ = torch.NewDisposeScope()
-        let specials = tokenizer.Specials
-        let eot = specials.EndOfText
+        let eot = loop.Ends.[0]
+        let isEnd (t: int) = Array.contains t loop.Ends
         let device = model.Device
         let nAudio = initial.Length
         let beam = options.BeamSize
@@ -252,12 +260,14 @@ module Search =
                     if step = 0 then firstMask |> Option.map (fun m -> torch.tensor(m, ReadOnlySpan<int64>([| int64 n; width |]), device = device))
                     else None
                 let result = model.Decode(tokens, audio, cache, mask)
-                if step = 0 then
+                match loop.NoSpeech with
+                | Some noSpeechId when step = 0 ->
                     for i in 0 .. nAudio - 1 do
                         let position = int64 (longest - initial.[i].Length + sotIndex.[i])
                         use atSot = result.Logits.[int64 (i * group), position].to_type(torch.float32)
                         use probs = atSot.softmax(-1L)
-                        noSpeech.[i] <- float (probs.[int64 specials.NoSpeech].item<float32>())
+                        noSpeech.[i] <- float (probs.[int64 noSpeechId].item<float32>())
+                | _ -> ()
                 let logits = result.Logits.select(1L, -1L).to_type(torch.float32).clone()
                 let sampledArrays = rows.Sampled |> Array.map (fun s -> List.rev s |> Array.ofList)
                 Filters.applyAll filters logits sampledArrays
@@ -283,12 +293,12 @@ module Search =
                         let sampled = Array.copy rows.Sampled
                         let nextTokens = Array.zeroCreate n
                         for k in 0 .. n - 1 do
-                            let done' = lastToken k = eot
+                            let done' = isEnd (lastToken k)
                             if not done' then sums.[k] <- sums.[k] + current.[k]
                             let token = if done' then eot else int chosen.[k]
                             sampled.[k] <- token :: sampled.[k]
                             nextTokens.[k] <- int64 token
-                        completed <- sampled |> Array.forall (fun s -> List.head s = eot)
+                        completed <- sampled |> Array.forall (fun s -> isEnd (List.head s))
                         result.Cache, { Sampled = sampled; SumLogProbs = sums }, nextTokens
                     | Some beamSize ->
                         let struct (topValues, topIndices) = logprobs.topk(beamSize + 1, -1, true, true)
@@ -316,7 +326,7 @@ module Search =
                                 let sequence = List.head remaining
                                 remaining <- List.tail remaining
                                 let score, src = scores.[sequence]
-                                if List.head sequence = eot then newlyFinished.Add(sequence, score)
+                                if isEnd (List.head sequence) then newlyFinished.Add(sequence, score)
                                 else
                                     sampled.[filled] <- sequence
                                     sums.[filled] <- score
@@ -338,7 +348,7 @@ module Search =
                 step <- step + 1
             let withoutEot (s: int list) =
                 let tokens = List.rev s |> Array.ofList
-                match Array.tryFindIndex ((=) eot) tokens with
+                match Array.tryFindIndex isEnd tokens with
                 | Some e -> tokens.[.. e - 1]
                 | None -> tokens
             let candidates =
@@ -427,7 +437,8 @@ module Search =
             let candidates, noSpeech =
                 use _ = torch.NewDisposeScope()
                 let sub = if index.Length = nAudio then audio else AudioRows.select index audio
-                decodeGroup model tokenizer options filters sub tokens sotIndex seeds steps ct
+                let loop = { Ends = [| tokenizer.Specials.EndOfText |]; NoSpeech = Some tokenizer.Specials.NoSpeech }
+                decodeGroup model loop options filters sub tokens sotIndex seeds steps ct
             index |> Array.iteri (fun g i ->
                 let cands = candidates.[g]
                 let best = Ranker.best options.LengthPenalty [ for c in cands -> c.Sampled.Length, float c.SumLogProb ]
@@ -455,3 +466,55 @@ module Search =
         let audio = model.Encode(mel, frameMask)
         let rows = Array.create (int mel.shape.[0]) WindowRow.defaults
         decodeWindow model tokenizer options audio rows CancellationToken.None
+
+    /// The prompt of SPEC §6.8 (Hugging Face's `generate` as the original calls it): multilingual vocabularies
+    /// `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`; otherwise (English-only, whose
+    /// `forced_decoder_ids` the original sets to None, or a test vocabulary) the decoder start token alone.
+    let checkpointPrompt (config: WhisperConfig) : int[] =
+        if config.VocabSize = Multilingual.VocabSize || config.VocabSize = MultilingualV3.VocabSize then
+            let s = (Tokenizer.ofVocabSize config.VocabSize).Specials
+            [| s.StartOfTranscript; s.FirstLanguage; s.Transcribe; s.NoTimestamps |]
+        else [| config.DecoderStartTokenId |]
+
+    /// The checkpoint's own suppression lists and end tokens, the generation config's before config.json's: ids
+    /// forbidden at the first step, ids forbidden at every step, end-of-text ids.
+    let private checkpointTokens (model: ISpeechModel) : int[] * int[] * int[] =
+        let c = model.Config
+        let orConfig (fromGeneration: int[]) (fromConfig: int[]) = if fromGeneration.Length > 0 then fromGeneration else fromConfig
+        match model.Generation with
+        | Some g -> orConfig g.BeginSuppressTokens c.BeginSuppressTokens, orConfig g.SuppressTokens c.SuppressTokens, orConfig g.EosTokenIds [| c.EosTokenId |]
+        | None -> c.BeginSuppressTokens, c.SuppressTokens, [| c.EosTokenId |]
+
+    /// Greedy decoding with the checkpoint's own special tokens, for any vocabulary (no tokenizer needed, e.g. a test
+    /// vocabulary): after the prompt, the checkpoint's begin-suppress tokens are forbidden at the first step and its
+    /// suppress tokens at every step (SPEC §9.1 `manual_generate`, §6.8), argmax until every row has emitted an
+    /// end-of-text token. Returns each row's tokens of mel (B, n_mels, 3000) with frame mask (B, 3000) after the
+    /// prompt, up to (not including) the end-of-text, at most maxNewTokens (and within max_target_positions).
+    /// The same loop as decodeWindow's greedy search; the caller's dispose scope receives nothing.
+    let greedyTokens (model: ISpeechModel) (mel: Tensor) (frameMask: Tensor option) (prompt: int[]) (maxNewTokens: int) : int[][] =
+        if prompt.Length = 0 then invalidArg "prompt" "the prompt needs at least the decoder start token"
+        if maxNewTokens < 1 then invalidArg "maxNewTokens" $"at least one new token must be allowed, got {maxNewTokens}"
+        let steps = min maxNewTokens (model.Config.MaxTargetPositions - prompt.Length)
+        if steps < 1 then invalidArg "prompt" $"a prompt of {prompt.Length} tokens leaves no room to sample (max_target_positions {model.Config.MaxTargetPositions})"
+        use _ = torch.NewDisposeScope()
+        use _ = torch.inference_mode()
+        let first, every, ends = checkpointTokens model
+        // A checkpoint may list ids beyond a small (test) vocabulary: they cannot be sampled anyway.
+        let inVocabulary = Array.filter (fun i -> i >= 0 && i < model.Config.VocabSize)
+        let audio = model.Encode(mel, frameMask)
+        let n = int mel.shape.[0]
+        let filters = [ Filters.suppressAtStart (inVocabulary first); Filters.suppressTokens (inVocabulary every) ]
+        let candidates, _ =
+            decodeGroup model { Ends = ends; NoSpeech = None } DecodingOptions.defaults filters audio (Array.create n prompt)
+                (Array.zeroCreate n) (Array.zeroCreate n) steps CancellationToken.None
+        candidates |> Array.map (fun c -> (List.head c).Sampled)
+
+    /// Transcribes the first 30 s of an audio file with greedyTokens and the checkpoint prompt, returning the text
+    /// without special tokens (a released Whisper vocabulary is needed to write it).
+    let greedyTranscribeFile (model: ISpeechModel) (path: string) (maxNewTokens: int) : string =
+        let config = model.Config
+        let tokenizer = Tokenizer.ofVocabSize config.VocabSize
+        let audio = MagnetWhisper.Core.Audio.Audio.load path
+        use features = MagnetWhisper.Core.Audio.LogMel.extract config.NumMelBins model.Device [ audio ]
+        let ids = greedyTokens model features.Mel (Some features.Mask) (checkpointPrompt config) maxNewTokens
+        (tokenizer.Decode(ids.[0], SkipAll)).Trim()

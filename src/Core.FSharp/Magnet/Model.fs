@@ -108,10 +108,6 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
     let options = encoder.Options
     let model = this.Model
 
-    static let isPredictorOrExtra (name: string) =
-        name.Contains ".boundary_predictors." || name.Contains ".additional_convs."
-
-
     // The encoder layer index of a parameter name under model.encoder.layers, if any.
     static let encoderLayerOf (name: string) =
         let prefix = "model.encoder.layers."
@@ -141,7 +137,8 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
     /// Re-draws Whisper's parameters as Hugging Face's `_init_weights` (normal(0, init_std) weights, zero biases,
     /// unit LayerNorms, sinusoidal encoder positions); predictors and extra convolutions are left alone.
     member this.InitialiseWhisperWeights() =
-        WhisperInit.huggingFace config (this.named_parameters()) (isPredictorOrExtra >> not)
+        WhisperInit.huggingFace config (this.named_parameters()) (fun n ->
+            not (this.InGroup(Predictors, n) || this.InGroup(ExtraConvolutions, n)))
 
     /// True when the parameter of that name belongs to the group. The unused absolute position tables
     /// (`embed_positions`, kept for the checkpoint layout) belong to no group.

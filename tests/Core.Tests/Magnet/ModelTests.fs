@@ -361,7 +361,7 @@ let tests =
                     for t in step.Cache.Tensors do
                         t.Dispose()
                 run ()
-                Greedy.generate (m :> ISpeechModel) mel (Some mask) (Greedy.prompt config) 4 |> ignore
+                Search.greedyTokens (m :> ISpeechModel) mel (Some mask) (Search.checkpointPrompt config) 4 |> ignore
                 Expect.equal (live ()) before "live tensors"
             }
 
@@ -369,10 +369,10 @@ let tests =
                 use _ = torch.NewDisposeScope()
                 use m = magnet 30L config (withPredictor 1 Bp1 0.3)
                 let mel, mask = paddedMel 31L config [| 48L; 22L |]
-                let prompt = Greedy.prompt config
-                let batch = Greedy.generate (m :> ISpeechModel) mel (Some mask) prompt 10
+                let prompt = Search.checkpointPrompt config
+                let batch = Search.greedyTokens (m :> ISpeechModel) mel (Some mask) prompt 10
                 for i in 0 .. 1 do
-                    let alone = Greedy.generate (m :> ISpeechModel) (row mel (int64 i)) (Some(row mask (int64 i))) prompt 10
+                    let alone = Search.greedyTokens (m :> ISpeechModel) (row mel (int64 i)) (Some(row mask (int64 i))) prompt 10
                     Expect.sequenceEqual batch.[i] alone.[0] $"row {i}"
                 Expect.isGreaterThan batch.[0].Length 0 "tokens were generated"
                 for t in Array.concat batch do

@@ -1,0 +1,121 @@
+namespace MagnetWhisper.Core.Evaluation
+
+open System
+open System.Globalization
+open System.IO
+open System.Text
+open System.Text.Json
+open MagnetWhisper.Core
+open MagnetWhisper.Core.Text
+
+/// The files of an evaluation: `summary.json` (corpus rates and counts, compression, timing, skipped entries) and
+/// `utterances.tsv` (one row per utterance), both written through AtomicWrite.
+[<RequireQualifiedAccess>]
+module Report =
+    /// The name of the summary file.
+    [<Literal>]
+    let SummaryFile = "summary.json"
+
+    /// The name of the per-utterance file.
+    [<Literal>]
+    let UtterancesFile = "utterances.tsv"
+
+    /// The columns of utterances.tsv. Words are those of the normalised texts; compression is the utterance's
+    /// overall ratio (Compression.overall, 1 for stock Whisper).
+    let columns =
+        [ "id"; "duration"; "reference"; "hypothesis"; "normalized_reference"; "normalized_hypothesis"
+          "reference_words"; "substitutions"; "deletions"; "insertions"; "compression" ]
+
+    let private number (v: float) = v.ToString("R", CultureInfo.InvariantCulture)
+
+    /// A TSV cell: tabs and line breaks become spaces (transcripts are single lines).
+    let cell (text: string) : string =
+        text.Replace('\t', ' ').Replace('\r', ' ').Replace('\n', ' ')
+
+    /// utterances.tsv: a header line, then one line per utterance in the corpus's order.
+    let utterancesTsv (result: EvaluationResult) : string =
+        let text = StringBuilder()
+        text.Append(String.Join("\t", columns)).Append('\n') |> ignore
+        for u in result.Utterances do
+            let s = u.Score
+            let fields =
+                [ cell u.Id; number u.Duration; cell s.Reference; cell s.Hypothesis; cell s.NormalizedReference
+                  cell s.NormalizedHypothesis; string s.Words.ReferenceLength; string s.Words.Substitutions
+                  string s.Words.Deletions; string s.Words.Insertions; number u.Compression ]
+            text.Append(String.Join("\t", fields)).Append('\n') |> ignore
+        text.ToString()
+
+    let private writeFinite (w: Utf8JsonWriter) (name: string) (v: float) =
+        if Double.IsFinite v then w.WriteNumber(name, v) else w.WriteNull name
+
+    let private writeRate (w: Utf8JsonWriter) (name: string) (r: ErrorRate) =
+        w.WriteStartObject name
+        writeFinite w "rate" r.Rate
+        w.WriteNumber("reference_length", r.ReferenceLength)
+        w.WriteNumber("hits", r.Hits)
+        w.WriteNumber("substitutions", r.Substitutions)
+        w.WriteNumber("deletions", r.Deletions)
+        w.WriteNumber("insertions", r.Insertions)
+        w.WriteEndObject()
+
+    /// summary.json: the model and corpus names, counts, WER (normalised and raw) and CER as fractions with their
+    /// counts, compression per predictor, timing and real-time factor, the options and the skipped entries.
+    let summaryJson (model: string) (result: EvaluationResult) : string =
+        Whisper.Json.write (fun w ->
+            w.WriteString("model", model)
+            w.WriteString("corpus", result.Corpus)
+            w.WriteNumber("utterances", result.Utterances.Length)
+            w.WriteNumber("skipped", result.Skipped.Length)
+            writeFinite w "wer" result.Score.Words.Rate
+            writeFinite w "cer" result.Score.Characters.Rate
+            writeFinite w "raw_wer" result.Score.RawWords.Rate
+            writeRate w "words" result.Score.Words
+            writeRate w "characters" result.Score.Characters
+            writeRate w "raw_words" result.Score.RawWords
+            w.WriteStartArray "compression"
+            for p in result.Predictors do
+                w.WriteStartObject()
+                w.WriteNumber("layer", p.Layer)
+                w.WriteNumber("kept_fraction", p.KeptFraction)
+                writeFinite w "ratio" p.Ratio
+                w.WriteNumber("boundaries", p.Boundaries)
+                w.WriteNumber("positions", p.Positions)
+                w.WriteNumber("mean_boundaries", p.MeanBoundaries)
+                w.WriteNumber("std_boundaries", p.StdBoundaries)
+                w.WriteNumber("min_boundaries", p.MinBoundaries)
+                w.WriteNumber("max_boundaries", p.MaxBoundaries)
+                w.WriteEndObject()
+            w.WriteEndArray()
+            let t = result.Timing
+            w.WriteStartObject "timing"
+            w.WriteNumber("audio_seconds", t.AudioSeconds)
+            w.WriteNumber("encoder_seconds", t.EncoderSeconds)
+            w.WriteNumber("decode_seconds", t.DecodeSeconds)
+            w.WriteNumber("total_seconds", t.TotalSeconds)
+            w.WriteNumber("real_time_factor", t.RealTimeFactor)
+            w.WriteNumber("encoder_real_time_factor", t.EncoderRealTimeFactor)
+            w.WriteEndObject()
+            let o = result.Options
+            w.WriteStartObject "options"
+            w.WriteNumber("batch_size", o.BatchSize)
+            match o.BeamSize with
+            | Some b -> w.WriteNumber("beam_size", b)
+            | None -> w.WriteNull "beam_size"
+            w.WriteString("language", o.Language)
+            w.WriteEndObject()
+            w.WriteStartArray "skipped_entries"
+            for s in result.Skipped do
+                w.WriteStartObject()
+                w.WriteString("source", s.Source)
+                w.WriteString("reason", s.Reason)
+                w.WriteEndObject()
+            w.WriteEndArray())
+
+    /// Writes summary.json and utterances.tsv into dir (created if needed), each atomically; returns their paths.
+    let write (dir: string) (model: string) (result: EvaluationResult) : string list =
+        Directory.CreateDirectory dir |> ignore
+        let summary = Path.Combine(dir, SummaryFile)
+        let utterances = Path.Combine(dir, UtterancesFile)
+        AtomicWrite.text utterances (utterancesTsv result)
+        AtomicWrite.text summary (summaryJson model result)
+        [ summary; utterances ]
