@@ -1,5 +1,5 @@
-/// Loading audio files as Whisper wants them: 16 kHz mono float32. WAV and FLAC are decoded in-process; every other
-/// format (mp3, ogg, m4a, opus, webm …) goes through the `ffmpeg` command when it is installed.
+/// Loading audio files as Whisper wants them: 16 kHz mono float32. WAV, FLAC and MP3 are decoded in-process; every
+/// other format (ogg, m4a, opus, webm …) goes through the `ffmpeg` command when it is installed.
 module MagnetWhisper.Core.Audio.Audio
 
 open System
@@ -11,19 +11,76 @@ open MagnetWhisper.Core.Audio.AudioErrors
 type Container =
     | WavFile
     | FlacFile
+    | Mp3File
     | OtherFile
 
-/// Recognises WAV (RIFF/RF64 … WAVE) and FLAC ("fLaC", possibly after an ID3v2 tag) by their first bytes.
+/// Recognises WAV (RIFF/RF64 … WAVE), FLAC ("fLaC") and MP3 (an MPEG audio frame header) by their first bytes;
+/// FLAC and MP3 possibly after an ID3v2 tag.
 let detect (bytes: byte[]) : Container =
     let ascii (offset: int) (text: string) =
         bytes.Length >= offset + text.Length && Text.Encoding.ASCII.GetString(bytes, offset, text.Length) = text
     if (ascii 0 "RIFF" || ascii 0 "RF64") && ascii 8 "WAVE" then WavFile
-    elif ascii 0 "fLaC" then FlacFile
-    elif ascii 0 "ID3" && bytes.Length >= 10 then
-        let size = (int bytes.[6] <<< 21) ||| (int bytes.[7] <<< 14) ||| (int bytes.[8] <<< 7) ||| int bytes.[9]
-        let at = 10 + size + (if bytes.[5] &&& 0x10uy <> 0uy then 10 else 0)
-        if ascii at "fLaC" then FlacFile else OtherFile
-    else OtherFile
+    else
+        let start = Mp3.id3v2Length bytes 0
+        if ascii start "fLaC" then FlacFile
+        elif Mp3.isFrameHeader bytes start then Mp3File
+        else OtherFile
+
+/// The duration a WAV or FLAC header states, from a few small reads at the file's start (nothing is decoded), so
+/// a corpus can be selected by duration before its audio is loaded. A WAV's data size over its block size and rate
+/// (a streaming writer's unknown size: the rest of the file); a FLAC's STREAMINFO total samples over its rate. None
+/// for other formats, headers that do not state it (a FLAC total of 0) and headers that cannot be read: the
+/// decoder names those problems when the audio is loaded.
+let headerDuration (path: string) : float option =
+    let u16 (b: byte[]) i = int b.[i] ||| (int b.[i + 1] <<< 8)
+    let u32 (b: byte[]) i = int64 (u16 b i) ||| (int64 (u16 b (i + 2)) <<< 16)
+    try
+        use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 4096)
+        let readAt (position: int64) (count: int) =
+            stream.Position <- position
+            let bytes = Array.zeroCreate<byte> count
+            Array.truncate (stream.ReadAtLeast(bytes.AsSpan(), count, false)) bytes
+        let head = readAt 0L 12
+        let ascii (b: byte[]) (offset: int) (text: string) =
+            b.Length >= offset + text.Length && Text.Encoding.ASCII.GetString(b, offset, text.Length) = text
+        if (ascii head 0 "RIFF" || ascii head 0 "RF64") && ascii head 8 "WAVE" then
+            // Walk the chunks, seeking over their bodies, until the data chunk.
+            let rec walk (position: int64) (format: (int * int64) option) (ds64Data: int64) =
+                let header = readAt position 8
+                if header.Length < 8 then None
+                else
+                    let size = u32 header 4
+                    let body = position + 8L
+                    let next = body + size + (size &&& 1L)
+                    match Text.Encoding.ASCII.GetString(header, 0, 4) with
+                    | "ds64" ->
+                        let b = readAt body 16
+                        if b.Length < 16 then None else walk next format (u32 b 8 ||| (u32 b 12 <<< 32))
+                    | "fmt " ->
+                        let b = readAt body 16
+                        if b.Length < 16 then None else walk next (Some(u16 b 12, u32 b 4)) ds64Data
+                    | "data" ->
+                        match format with
+                        | Some(blockAlign, rate) when blockAlign > 0 && rate > 0L ->
+                            let available = stream.Length - body
+                            let declared = if size = 0xFFFFFFFFL && ds64Data >= 0L then ds64Data else size
+                            let bytes = if declared = 0xFFFFFFFFL || declared = 0L then available else min declared available
+                            Some(float (bytes / int64 blockAlign) / float rate)
+                        | _ -> None
+                    | _ -> walk next format ds64Data
+            walk 12L None -1L
+        else
+            let start = Mp3.id3v2Length (readAt 0L 10) 0
+            // "fLaC", the first metadata block's header (type 0 = STREAMINFO) and its first 18 bytes.
+            let b = readAt (int64 start) 26
+            if b.Length < 26 || not (ascii b 0 "fLaC") || b.[4] &&& 0x7Fuy <> 0uy then None
+            else
+                let s = 8 // STREAMINFO: block sizes (4 bytes), frame sizes (6), rate (20 bits), channels, bits, total (36)
+                let rate = (int b.[s + 10] <<< 12) ||| (int b.[s + 11] <<< 4) ||| (int b.[s + 12] >>> 4)
+                let total = (int64 (b.[s + 13] &&& 0x0Fuy) <<< 32) ||| (int64 b.[s + 14] <<< 24) ||| (int64 b.[s + 15] <<< 16)
+                            ||| (int64 b.[s + 16] <<< 8) ||| int64 b.[s + 17]
+                if rate = 0 || total = 0L then None else Some(float total / float rate)
+    with :? IOException | :? UnauthorizedAccessException -> None
 
 /// The full path of the `ffmpeg` executable on PATH, if any.
 let findFfmpeg () : string option =
@@ -89,8 +146,8 @@ let decodeWithFfmpeg (ffmpeg: string) (path: string) : Waveform =
     runFfmpeg ffmpeg path (FromFile path)
 
 /// Decodes encoded audio held in memory (e.g. a Parquet row's `audio.bytes`) at its native rate and channel
-/// count: WAV and FLAC in-process; other formats with the given ffmpeg, fed through its standard input (then the
-/// rate is already 16 kHz). `name` names the audio in errors, which are those of decodeUsing.
+/// count: WAV, FLAC and MP3 in-process (an 8 kHz MP3 with ffmpeg when it is given: see Mp3.decodesLikeFfmpeg);
+/// other formats with the given ffmpeg, fed through its standard input (then the rate is already 16 kHz). `name` names the audio in errors, which are those of decodeUsing.
 let decodeBytesUsing (ffmpeg: string option) (name: string) (bytes: byte[]) : Waveform =
     let viaFfmpeg (why: string) =
         match ffmpeg with
@@ -99,13 +156,15 @@ let decodeBytesUsing (ffmpeg: string option) (name: string) (bytes: byte[]) : Wa
     if bytes.Length = 0 then invalid name "is empty (0 bytes)"
     match detect bytes with
     | FlacFile -> Flac.decodeBytes name bytes |> Flac.toWaveform
+    | Mp3File when ffmpeg.IsSome && not (Mp3.decodesLikeFfmpeg bytes) -> viaFfmpeg "an 8 kHz MP3"
+    | Mp3File -> Mp3.decodeBytes name bytes
     | WavFile ->
         try Wav.decodeBytes name bytes
         with :? NotSupportedException as e -> viaFfmpeg e.Message
-    | OtherFile -> viaFfmpeg "not a WAV or FLAC file"
+    | OtherFile -> viaFfmpeg "not a WAV, FLAC or MP3 file"
 
-/// Decodes a file at its native rate and channel count: WAV and FLAC in-process; other formats with the given
-/// ffmpeg (then the rate is already 16 kHz). Without ffmpeg, other formats raise NotSupportedException
+/// Decodes a file at its native rate and channel count: WAV, FLAC and MP3 in-process (an 8 kHz MP3 with ffmpeg when
+/// it is given); other formats with the given ffmpeg (then the rate is already 16 kHz). Without ffmpeg, other formats raise NotSupportedException
 /// naming the file and what to install. Missing files raise FileNotFoundException, corrupt ones
 /// InvalidDataException, each naming the file.
 let decodeUsing (ffmpeg: string option) (path: string) : Waveform =
@@ -113,6 +172,7 @@ let decodeUsing (ffmpeg: string option) (path: string) : Waveform =
     match ffmpeg, detect bytes with
     // ffmpeg opens the file itself: it can seek, which some containers need.
     | Some exe, OtherFile -> decodeWithFfmpeg exe path
+    | Some exe, Mp3File when not (Mp3.decodesLikeFfmpeg bytes) -> decodeWithFfmpeg exe path
     | _ -> decodeBytesUsing ffmpeg path bytes
 
 /// Decodes a file at its native rate and channel count (ffmpeg looked up on PATH; see decodeUsing).
@@ -196,16 +256,16 @@ let toWhisperRateWith (method: ResampleMethod) (w: Waveform) : float32[] =
 let toWhisperRate (w: Waveform) : float32[] = toWhisperRateWith FfmpegCompatible w
 
 /// Loads an audio file as 16 kHz mono float32 samples, full scale ±1, resampled with the given method and with the
-/// given ffmpeg for formats other than WAV and FLAC (ffmpeg then resamples them itself, with its default
+/// given ffmpeg for formats other than WAV, FLAC and MP3 (ffmpeg then resamples them itself, with its default
 /// resampler, whatever the method; see decodeUsing for the errors).
 let loadWith (method: ResampleMethod) (ffmpeg: string option) (path: string) : float32[] =
     decodeUsing ffmpeg path |> toWhisperRateWith method
 
 /// Loads an audio file as 16 kHz mono float32 samples, full scale ±1, with the given ffmpeg for formats other than
-/// WAV and FLAC (see decodeUsing for the errors), resampled as openai/whisper does (FfmpegCompatible).
+/// WAV, FLAC and MP3 (see decodeUsing for the errors), resampled as openai/whisper does (FfmpegCompatible).
 let loadUsing (ffmpeg: string option) (path: string) : float32[] = loadWith FfmpegCompatible ffmpeg path
 
-/// Loads an audio file as 16 kHz mono float32 samples, full scale ±1: WAV and FLAC in-process, other formats via
+/// Loads an audio file as 16 kHz mono float32 samples, full scale ±1: WAV, FLAC and MP3 in-process, other formats via
 /// ffmpeg on PATH, resampled as openai/whisper does (FfmpegCompatible). Errors name the file:
 /// FileNotFoundException, InvalidDataException (corrupt or truncated), NotSupportedException (unsupported
 /// encoding, or ffmpeg needed but not installed).

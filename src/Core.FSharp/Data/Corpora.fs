@@ -24,12 +24,24 @@ module Corpora =
         let limited = match options.Limit with Some n when n < short.Length -> Array.truncate n short | _ -> short
         { corpus with Utterances = limited; Skipped = Array.append corpus.Skipped skipped }
 
-    /// Reads the corpus at `path` and applies the options. A folder is read as a folder of audio files with
-    /// same-name `.txt` transcripts.
+    /// What `read` accepts, for messages.
+    let accepted =
+        "a .jsonl manifest, a .parquet shard (or a folder or pattern of them, e.g. data/dev-*.parquet), a LibriSpeech folder, or a folder of audio files with .txt transcripts"
+
+    /// Reads the corpus at `path`, by what the path is: a `.jsonl` manifest (JsonlCorpus); Parquet shards, as a
+    /// `.parquet` file, a pattern with `*` or `?`, or a folder holding `.parquet` files (ParquetCorpus); a
+    /// LibriSpeech root or split folder (LibriSpeechCorpus); otherwise a folder of audio files with same-name `.txt`
+    /// transcripts (FolderCorpus). Then applies the options. Anything else raises an error naming the path.
     let read (options: CorpusOptions) (path: string) : Corpus =
         let corpus =
-            if Directory.Exists path then FolderCorpus.read path
+            // LibriSpeech is recognised from a few folders; looking for .parquet files walks the whole tree.
+            if Directory.Exists path then
+                if LibriSpeechCorpus.isLayout path then LibriSpeechCorpus.read path
+                elif ParquetCorpus.isShards path then ParquetCorpus.read path
+                else FolderCorpus.read path
+            elif ParquetCorpus.isShards path then ParquetCorpus.read path
             elif File.Exists path then
-                raise (InvalidDataException $"{path}: not a corpus this version reads (give a folder of audio files with .txt transcripts)")
+                if Path.GetExtension(path).Equals(".jsonl", System.StringComparison.OrdinalIgnoreCase) then JsonlCorpus.read path
+                else raise (InvalidDataException $"{path}: not a corpus this version reads; give {accepted}")
             else raise (FileNotFoundException($"{path}: no such corpus file or folder", path))
         select options corpus

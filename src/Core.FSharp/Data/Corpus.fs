@@ -52,3 +52,39 @@ type CorpusOptions =
       Limit: int option }
 
     static member Default = { Splits = []; MaxDuration = None; Limit = None }
+
+module Corpus =
+    /// A corpus from a reader's results in its order: the utterances, and the entries it skipped. Utterances whose id
+    /// an earlier one already has are skipped too (ids must be unique within a corpus).
+    let ofResults (name: string) (results: Result<Utterance, Skipped> seq) : Corpus =
+        let seen = System.Collections.Generic.Dictionary<string, string>()
+        let utterances = ResizeArray<Utterance>()
+        let skipped = ResizeArray<Skipped>()
+        for r in results do
+            match r with
+            | Ok u ->
+                let source = AudioSource.name u.Audio
+                match seen.TryGetValue u.Id with
+                | true, first -> skipped.Add { Source = source; Reason = $"the id {u.Id} is already used by {first}" }
+                | false, _ ->
+                    seen.[u.Id] <- source
+                    utterances.Add u
+            | Error s -> skipped.Add s
+        { Name = name; Utterances = utterances.ToArray(); Skipped = skipped.ToArray() }
+
+    /// One line for the CLI: "N utterances, H.h hours, S skipped". The hours count the utterances whose duration is
+    /// known and say so when that is not all of them; minutes replace hours below an hour, seconds below a minute.
+    let describe (corpus: Corpus) : string =
+        let plural (n: int) (word: string) = if n = 1 then $"1 {word}" else $"{n} {word}s"
+        let known = corpus.Utterances |> Array.choose (fun u -> u.Duration)
+        let seconds = Array.sum known
+        let amount =
+            if seconds >= 3600.0 then $"%.1f{seconds / 3600.0} hours"
+            elif seconds >= 60.0 then $"%.1f{seconds / 60.0} minutes"
+            else $"%.1f{seconds} seconds"
+        let time =
+            if known.Length = 0 then ""
+            elif known.Length = corpus.Utterances.Length then $", {amount}"
+            else $", {amount} in the {known.Length} whose duration is known"
+        let count = plural corpus.Utterances.Length "utterance"
+        $"{count}{time}, {corpus.Skipped.Length} skipped"

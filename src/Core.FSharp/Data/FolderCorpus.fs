@@ -10,8 +10,9 @@ module FolderCorpus =
     let audioExtensions =
         set [ ".wav"; ".flac"; ".mp3"; ".ogg"; ".opus"; ".m4a"; ".aac"; ".webm"; ".wma" ]
 
-    /// Reads the folder: every audio file with a non-empty transcript, sorted by id; audio without a transcript
-    /// file, or with an empty one, is skipped with the reason.
+    /// Reads the folder: every audio file with a non-empty transcript, sorted by id, with its duration when the
+    /// header states it (WAV, FLAC). Audio without a transcript file or with an empty one, and empty audio files,
+    /// are skipped with the reason.
     let read (folder: string) : Corpus =
         if not (Directory.Exists folder) then raise (DirectoryNotFoundException $"{folder}: no such folder")
         let audio =
@@ -28,9 +29,9 @@ module FolderCorpus =
                 let text = (File.ReadAllText transcriptFile).Trim()
                 if text = "" then Error { Source = transcriptFile; Reason = "the transcript is empty" }
                 else
-                    Ok { Id = id; Audio = AudioFile file; Transcript = text; Duration = None; Speaker = None
-                         Split = None }
-        let results = audio |> Array.map read
-        { Name = folder
-          Utterances = results |> Array.choose (function Ok u -> Some u | Error _ -> None)
-          Skipped = results |> Array.choose (function Error s -> Some s | Ok _ -> None) }
+                    match CorpusAudioFile.inspect file with
+                    | Error reason -> Error { Source = file; Reason = reason }
+                    | Ok duration ->
+                        Ok { Id = id; Audio = AudioFile file; Transcript = text; Duration = duration; Speaker = None
+                             Split = None }
+        Corpus.ofResults folder (audio |> Seq.map read)
