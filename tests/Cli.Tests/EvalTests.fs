@@ -98,6 +98,14 @@ let tests =
             let root = summary.RootElement
             Expect.floatClose Accuracy.veryHigh (root.GetProperty("wer").GetDouble()) (float errors / float referenceWords) "summary.json wer"
             Expect.equal (root.GetProperty("utterances").GetInt32()) 3 "three evaluated"
+            // The same evaluation in the run-folder metrics (the original's key, WER in percent), read as plain JSON.
+            let metricsLines = File.ReadAllLines(Path.Combine(dir, "out", "metrics.jsonl"))
+            Expect.equal metricsLines.Length 1 "one metrics line"
+            use metrics = JsonDocument.Parse metricsLines.[0]
+            Expect.floatClose Accuracy.veryHigh (metrics.RootElement.GetProperty("evaluation/wer").GetDouble())
+                (100.0 * float errors / float referenceWords) "metrics.jsonl evaluation/wer"
+            Expect.equal (metrics.RootElement.GetProperty("evaluation/compression_ratio").GetDouble()) 1.0 "stock Whisper keeps every position"
+            Expect.isNonEmpty (Directory.GetFiles(Path.Combine(dir, "out"), "events.out.tfevents.*")) "TensorBoard events beside it"
             Expect.equal (root.GetProperty("skipped").GetInt32()) 1 "one skipped"
             Expect.stringContains (root.GetProperty("skipped_entries").[0].GetProperty("source").GetString()) "broken.wav" "names the file"
             Expect.stringContains r.Err "skipped" (string r)

@@ -104,6 +104,7 @@ let run (args: ParseResults<EvalArgs>) : int =
         try Corpora.read corpusOptions data
         with :? InvalidDataException as e -> invalidArg "--data" $"--data: {e.Message}"
     threads |> Option.iter torch.set_num_threads
+    Output.progress quiet $"corpus {data}: {Corpus.describe corpus}"
     Output.progress quiet $"loading {modelDir} on {device}"
     match Transcribe.loadModel modelDir device with
     | Error message ->

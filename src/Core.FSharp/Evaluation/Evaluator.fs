@@ -138,24 +138,18 @@ module Evaluator =
     let private synchronize (device: torch.Device) =
         if device.``type`` = DeviceType.CUDA then torch.cuda.synchronize ()
 
-    /// Encodes a batch as decoding sees it and reads each row's predictor counts from the same forward: MagnetWhisper's
+    /// Encodes a batch as decoding sees it and reads each row's predictor counts from the same forward (MagnetWhisper:
     /// encoder output (thresholded boundaries, cut to the longest utterance as its ISpeechModel.Encode does), or the
     /// model's own Encode without counts. The audio lands in the caller's dispose scope.
     let private encode (model: ISpeechModel) (mel: torch.Tensor) (frameMask: torch.Tensor) : EncodedAudio * PredictorCount[][] =
         let rows = int mel.shape.[0]
         match model with
         | :? MagnetWhisperModel as magnet ->
-            magnet.InInference(fun () ->
-                use scope = torch.NewDisposeScope()
-                let mel, mask = magnet.CutToLongest(mel.``to``(magnet.Device), Some(frameMask.``to``(magnet.Device)))
-                let output = magnet.Encode(EncoderInput.Inference(mel, mask))
-                let counts (t: torch.Tensor) = Tensors.toFloatArray t |> Array.map (fun v -> int (Math.Round v))
+            let counts (t: torch.Tensor) = Tensors.toFloatArray t |> Array.map (fun v -> int (Math.Round v))
+            magnet.EncodeReading(mel, Some frameMask, fun output ->
                 let layers = output.Layers |> List.map (fun l -> l.Index, counts l.Output.BoundaryCounts, counts l.Output.ValidCounts)
-                let perRow =
-                    Array.init rows (fun r ->
-                        [| for layer, boundaries, positions in layers -> { Layer = layer; Boundaries = boundaries.[r]; Positions = positions.[r] } |])
-                Tensors.keep scope [ output.Hidden; output.Mask ]
-                { Hidden = output.Hidden; Mask = Some output.Mask }, perRow)
+                Array.init rows (fun r ->
+                    [| for layer, boundaries, positions in layers -> { Layer = layer; Boundaries = boundaries.[r]; Positions = positions.[r] } |]))
         | _ -> model.Encode(mel, Some frameMask), Array.create rows [||]
 
     /// Decodes a batch of 16 kHz waveforms (each at most 30 s) with a model: log-mel features, encoder (timed), one

@@ -7,6 +7,7 @@ open System.Text
 open System.Text.Json
 open MagnetWhisper.Core
 open MagnetWhisper.Core.Text
+open MagnetWhisper.Core.Training
 
 /// The files of an evaluation: `summary.json` (corpus rates and counts, compression, timing, skipped entries) and
 /// `utterances.tsv` (one row per utterance), both written through AtomicWrite.
@@ -112,10 +113,35 @@ module Report =
             w.WriteEndArray())
 
     /// Writes summary.json and utterances.tsv into dir (created if needed), each atomically; returns their paths.
-    let write (dir: string) (model: string) (result: EvaluationResult) : string list =
+    /// The evaluation as the original's evaluation logged it: `evaluation/wer` in percent and, under
+    /// `evaluation/compression_ratio`, what the original put there: the kept fraction (positions leaving the last
+    /// predictor per valid position entering the first; 1 without predictors). The sample count, the normalised CER
+    /// and the raw WER are logged beside them.
+    let metrics (result: EvaluationResult) : (string * float) list =
+        let kept =
+            match result.Predictors with
+            | [] -> 1.0
+            | predictors ->
+                let first = predictors |> List.minBy _.Layer
+                let last = predictors |> List.maxBy _.Layer
+                if first.Positions > 0L then float last.Boundaries / float first.Positions else 0.0
+        [ MetricKeys.EvaluationWer, 100.0 * result.Score.Words.Rate
+          MetricKeys.EvaluationCompressionRatio, kept
+          MetricKeys.EvalNumSamples, float result.Utterances.Length
+          MetricKeys.EvaluationCer, 100.0 * result.Score.Characters.Rate
+          MetricKeys.EvaluationRawWer, 100.0 * result.Score.RawWords.Rate ]
+
+    /// Writes summary.json and utterances.tsv, and logs `metrics` at `step` to the folder's metrics.jsonl and
+    /// TensorBoard events (so an evaluation folder reads like a run's); returns the report files.
+    let writeAt (step: int64) (dir: string) (model: string) (result: EvaluationResult) : string list =
         Directory.CreateDirectory dir |> ignore
         let summary = Path.Combine(dir, SummaryFile)
         let utterances = Path.Combine(dir, UtterancesFile)
         AtomicWrite.text utterances (utterancesTsv result)
         AtomicWrite.text summary (summaryJson model result)
-        [ summary; utterances ]
+        use sink = MetricsSinks.runFolder dir None
+        sink.Log(step, metrics result)
+        [ summary; utterances; Path.Combine(dir, "metrics.jsonl") ]
+
+    /// writeAt step 0.
+    let write (dir: string) (model: string) (result: EvaluationResult) : string list = writeAt 0L dir model result

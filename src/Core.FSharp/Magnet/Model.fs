@@ -296,6 +296,21 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
             m.Dispose()
             reraise ()
 
+    /// Encodes a batch as decoding sees it (ISpeechModel.Encode: inference, thresholded boundaries, cut to the longest
+    /// utterance) and lets `read` look at the full encoder output of that same forward (e.g. each predictor's
+    /// boundary counts) before its other tensors are freed. The audio lands in the caller's dispose scope.
+    member this.EncodeReading(mel: Tensor, frameMask: Tensor option, read: EncoderOutput -> 'T) : EncodedAudio * 'T =
+        this.InInference(fun () ->
+            use scope = torch.NewDisposeScope()
+            let device = this.Device
+            // Short audio runs only the frames it needs (the valid outputs are those of the 30 s window).
+            let mel, frameMask = this.CutToLongest(mel.``to``(device), frameMask |> Option.map (fun m -> m.``to``(device)))
+            let enc = model.Encoder.forward (EncoderInput.Inference(mel, frameMask))
+            let seen = read enc
+            let mask = if frameMask.IsNone && enc.Layers.IsEmpty then None else Some enc.Mask
+            keep scope (enc.Hidden :: Option.toList mask)
+            { Hidden = enc.Hidden; Mask = mask }, seen)
+
     /// Deterministic inference (thresholded boundaries, evaluation mode, no gradients): the speech-model contract of
     /// the decoding strategies.
     interface ISpeechModel with
@@ -304,15 +319,7 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
         member this.Device = this.Device
 
         member this.Encode(mel: Tensor, frameMask: Tensor option) : EncodedAudio =
-            this.InInference(fun () ->
-                use scope = torch.NewDisposeScope()
-                let device = this.Device
-                // Short audio runs only the frames it needs (the valid outputs are those of the 30 s window).
-                let mel, frameMask = this.CutToLongest(mel.``to``(device), frameMask |> Option.map (fun m -> m.``to``(device)))
-                let enc = model.Encoder.forward (EncoderInput.Inference(mel, frameMask))
-                let mask = if frameMask.IsNone && enc.Layers.IsEmpty then None else Some enc.Mask
-                keep scope (enc.Hidden :: Option.toList mask)
-                { Hidden = enc.Hidden; Mask = mask })
+            fst (this.EncodeReading(mel, frameMask, ignore))
 
         member this.Decode(tokens: Tensor, audio: EncodedAudio, cache: DecoderCache option, tokenMask: Tensor option) : DecodeResult =
             this.InInference(fun () -> this.Decode(tokens, audio.Hidden, audio.Mask, cache, tokenMask))

@@ -98,13 +98,21 @@ module MetricKeys =
     [<Literal>]
     let FinalTestSamples = "final/test_samples"
 
+    /// Corpus CER (normalised) of an evaluation, in percent; this project's, beside the original's evaluation/wer.
+    [<Literal>]
+    let EvaluationCer = "evaluation/cer"
+
+    /// Corpus WER without the normaliser, in percent (the original's training-time metric); this project's.
+    [<Literal>]
+    let EvaluationRawWer = "evaluation/raw_wer"
+
     /// Every name above.
     let all: string list =
         [ TrainLoss; TrainLearningRate; TrainGradNorm; TrainEpoch; TrainCompressionRatio; TrainBoundaryLoss
           TrainBoundaryTemperature; TrainBoundaryTargetProgress; TrainBoundaryCv; TrainBoundaryAdjacentPct
           TrainScheduledPrior; TrainBoundaryLossWeight; TrainGrpoRewardMean; TrainGrpoRewardStd; TrainAsrLoss
           TrainTotalLoss; TrainPolicyLoss; EvalLoss; EvalWer; EvalNumSamples; EvalCompressionRatio; EvalBoundaryCv
-          EvalBoundaryAdjacentPct; EvaluationWer; EvaluationCompressionRatio; FinalTestWer; FinalTestSamples ]
+          EvalBoundaryAdjacentPct; EvaluationWer; EvaluationCompressionRatio; EvaluationCer; EvaluationRawWer; FinalTestWer; FinalTestSamples ]
 
 /// A destination of per-step scalar metrics. `Log` records the values of one step (name → value, in the order
 /// given); `Flush` makes what was logged durable; `Dispose` flushes and closes.

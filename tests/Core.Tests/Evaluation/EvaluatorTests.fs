@@ -101,7 +101,7 @@ let tests =
             let result = Evaluator.run (scripted answers (ResizeArray())) options corpus ignoreProgress CancellationToken.None
             use dir = new TempDir()
             let written = Report.write (dir.File "out") "toy" result
-            Expect.equal (written |> List.map Path.GetFileName) [ "summary.json"; "utterances.tsv" ] "both files"
+            Expect.equal (written |> List.map Path.GetFileName) [ "summary.json"; "utterances.tsv"; "metrics.jsonl" ] "the report files and the metrics"
             let lines = File.ReadAllLines(dir.File "out/utterances.tsv")
             let header = lines.[0].Split('\t') |> Array.indexed |> Array.map (fun (i, n) -> n, i) |> Map.ofArray
             let rows = lines.[1..] |> Array.map (fun l -> l.Split('\t'))
