@@ -74,13 +74,13 @@ module TrainingStep =
 
     /// A 0-d tensor's value as a float64 (any floating dtype).
     let value (t: Tensor) : float =
-        use v = t.detach().to_type(torch.float64)
-        v.item<float>()
+        use _ = torch.NewDisposeScope()
+        t.detach().to_type(torch.float64).item<float>()
 
     /// Label tokens (≠ −100) and rows of labels (B, T).
     let countsOf (labels: Tensor) : BatchCounts =
-        use counted = labels.ne(torch.tensor(-100L, device = labels.device)).sum()
-        { Tokens = counted.item<int64>(); Utterances = labels.shape.[0] }
+        use _ = torch.NewDisposeScope()
+        { Tokens = labels.ne(torch.tensor(-100L, device = labels.device)).sum().item<int64>(); Utterances = labels.shape.[0] }
 
     /// The global L2 norm √(Σ‖g‖²) of gradients (each reduced in its own dtype, combined in float64) → float.
     let globalNorm (gradients: Tensor seq) : float =
@@ -144,8 +144,9 @@ module TrainingStep =
             let c = clipCoefficient m norm
             if c < 1.0 then
                 use _ = torch.no_grad()
+                use factor = c.ToScalar()
                 for g in grads do
-                    g.mul_(c.ToScalar()) |> ignore
+                    g.mul_(factor) |> ignore
         | _ -> ()
         for g in grads do
             g.Dispose()

@@ -126,6 +126,21 @@ let tests =
             Expect.equal r.Skipped (Some NonFiniteGradient) "an infinite gradient"
             Expect.isEmpty (changed before m.State) "parameters still unchanged"
         }
+        test "memory stays flat: updates leave no tensor alive in the caller's scope" {
+            let m, o = setup ()
+            use _ = m
+            use _ = o
+            let micro = (float64 (batch 10L config 4)).Split 2L
+            use g = Boundaries.generator 1L torch.CPU
+            use _ = torch.NewDisposeScope()
+            let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+            let update () = TrainingStep.run o { MaxGradientNorm = Some 1.0 } 1.0 micro counts (loss m g) |> ignore
+            update ()
+            let after = live ()
+            for _ in 1 .. 3 do update ()
+            let final = live ()
+            Expect.equal final after $"live tensors after 4 updates ({final}) = after 1 ({after})"
+        }
         test "stock Whisper: the loss sums give the model's token-mean loss over a batch" {
             use w = MagnetFixtures.whisper 4L config
             let data = batch 9L config 3
