@@ -57,18 +57,13 @@ module Curve =
         | Stepped(initial, steps) ->
             steps |> List.fold (fun value (from, v) -> if p >= from then v else value) initial
 
-    /// The smallest value the curve takes on [0, 1] (its ends for Linear/Cosine, which are monotone).
-    let minimum (curve: Curve) : float =
+    /// The smallest and the largest value the curve takes on [0, 1] (Linear and Cosine are monotone: their ends).
+    let range (curve: Curve) : float * float =
         match curve with
-        | Constant v -> v
+        | Constant v -> v, v
         | Linear(a, b)
-        | Cosine(a, b) -> min a b
-        | Stepped(initial, steps) -> steps |> List.fold (fun m (_, v) -> min m v) initial
+        | Cosine(a, b) -> min a b, max a b
+        | Stepped(initial, steps) -> steps |> List.fold (fun (lo, hi) (_, v) -> min lo v, max hi v) (initial, initial)
 
-    /// The largest value the curve takes on [0, 1].
-    let maximum (curve: Curve) : float =
-        match curve with
-        | Constant v -> v
-        | Linear(a, b)
-        | Cosine(a, b) -> max a b
-        | Stepped(initial, steps) -> steps |> List.fold (fun m (_, v) -> max m v) initial
+    /// The smallest value the curve takes on [0, 1].
+    let minimum (curve: Curve) : float = fst (range curve)

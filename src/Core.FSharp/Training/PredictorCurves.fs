@@ -39,7 +39,7 @@ type PredictorCurves =
 module PredictorCurves =
     let private unit (layer: int) (name: string) (curve: Curve) =
         let c = Curve.validate $"the {name} curve of the predictor before layer {layer}" curve
-        let lo, hi = Curve.minimum c, Curve.maximum c
+        let lo, hi = Curve.range c
         if lo < 0.0 || hi > 1.0 then
             invalidArg "curves" $"the {name} curve of the predictor before layer {layer} must stay in [0, 1], but ranges over [{lo}, {hi}]"
 

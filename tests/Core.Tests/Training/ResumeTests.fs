@@ -113,7 +113,7 @@ let tests =
             let ex = raises<System.ArgumentException> (fun () -> TrainingCheckpoint.restore dir o [ "data_shuffle", g ] |> ignore)
             Expect.stringContains ex.Message "data_shuffle" "names the generator"
         }
-        test "a tiny random MagnetWhisper overfits a fixed batch: the loss falls below half its start within 40 updates" {
+        test "a tiny random MagnetWhisper overfits a fixed batch: the cross-entropy falls below a quarter of its start within 20 updates" {
             torch.manual_seed 2L |> ignore
             let m = model 21L MagnetFixtures.config
             use _ = m
@@ -123,10 +123,10 @@ let tests =
             use g = Boundaries.generator 3L torch.CPU
             let fixedBatch = batch 300L MagnetFixtures.config 4
             let losses =
-                [ for _ in 1 .. 40 ->
+                [ for _ in 1 .. 20 ->
                       let r = TrainingStep.run o { MaxGradientNorm = Some 2.0 } 1.0 [ fixedBatch ] counts (fun b -> LossSums.magnet m (replayInput g b))
                       r.CrossEntropy ]
-            Expect.isLessThan (List.last losses) (losses.Head / 2.0) $"cross-entropy {losses.Head} → {List.last losses}"
+            Expect.isLessThan (List.last losses) (losses.Head / 4.0) $"cross-entropy {losses.Head} → {List.last losses}"
         }
         test "a predictor-only run changes only predictor parameters" {
             torch.manual_seed 3L |> ignore
