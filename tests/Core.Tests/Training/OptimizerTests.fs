@@ -105,6 +105,35 @@ let tests =
             let ex = raises<ArgumentException> (fun () -> Optimizer.forMagnet s m |> ignore)
             Expect.stringContains ex.Message "model.decoder." "names the parameter"
         }
+        test "trained parts: names round-trip, and each choice trains exactly its parameters" {
+            for name, parts in TrainedParts.all do
+                Expect.equal (TrainedParts.parse (name.ToUpperInvariant())) parts $"{name} parses"
+                Expect.equal (TrainedParts.name parts) name "name"
+            let ex = raises<ArgumentException> (fun () -> TrainedParts.parse "predictor" |> ignore)
+            Expect.stringContains ex.Message "'predictor'" "names the value"
+            Expect.stringContains ex.Message "predictors+convs" "lists the choices"
+            use m = float64Model []
+            let names = m.State |> List.map fst
+            // The fixtures' encoder has 3 layers and its predictor before layer 1; expectations by name.
+            let expected parts =
+                names
+                |> List.filter (fun n ->
+                    let predictor = n.Contains ".boundary_predictors."
+                    let positions = n.EndsWith "embed_positions.weight"
+                    let decoder = n.StartsWith "model.decoder." || n.StartsWith "proj_out."
+                    let afterFirst =
+                        n.StartsWith "model.encoder.layers.1." || n.StartsWith "model.encoder.layers.2." || n.StartsWith "model.encoder.layer_norm."
+                    not positions
+                    && (match parts with
+                        | Everything -> true
+                        | PredictorsOnly | PredictorsAndConvolutions -> predictor
+                        | EncoderAfterFirstPredictor -> predictor || afterFirst
+                        | DecoderFrozen -> not decoder))
+                |> List.filter (fun n -> m.named_parameters() |> Seq.exists (fun struct (p, _) -> p = n))
+            for _, parts in TrainedParts.all do
+                let trained = TrainedParts.apply parts m
+                Expect.sequenceEqual (List.sort trained) (List.sort (expected parts)) $"{TrainedParts.name parts}"
+        }
         test "nothing trainable is an error" {
             use m = float64Model []
             raises<ArgumentException> (fun () -> Optimizer.forMagnet (OptimizerSettings.Default 1e-3) m |> ignore) |> ignore
