@@ -1,0 +1,105 @@
+/// Test support for the trainer: a tiny MagnetWhisper, fixed synthetic batches (random mel, padded frames, labels
+/// with −100 padding, target counts, recorded boundary actions) and parameter snapshots.
+module MagnetWhisper.Tests.Training.TrainingFixtures
+
+open TorchSharp
+open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Segments
+open MagnetWhisper.Core.Magnet
+open MagnetWhisper.Core.Training
+open MagnetWhisper.Tests.Magnet
+
+type Tensor = torch.Tensor
+
+/// Runs f, which must raise 'e, and returns the exception (for its message).
+let raises<'e when 'e :> exn> (f: unit -> unit) : 'e =
+    let outcome =
+        try
+            f ()
+            None
+        with
+        | :? 'e as e -> Some e
+        | e -> failwith $"expected {typeof<'e>.Name}, got {e.GetType().Name}: {e.Message}"
+    match outcome with
+    | Some e -> e
+    | None -> failwith $"expected {typeof<'e>.Name}, nothing was raised"
+
+/// The predictor layer of the fixtures' model.
+let predictorLayer = 1
+
+/// Labels per utterance (T).
+let labelLength = 6L
+
+/// A BP1 with mean pooling before encoder layer 1, so the cross-entropy also trains its scorer (DECISIONS #7).
+let options =
+    let slot = { PredictorSlot.Create(predictorLayer, Bp1, 0.3) with Predictor = { PredictorConfig.Default(Bp1, 0.3) with Pooling = MeanPooling } }
+    MagnetOptions.Default.WithSlot slot
+
+/// A tiny MagnetWhisper (MagnetFixtures.config, d_model 32) with the fixtures' predictor, in evaluation mode.
+let model (seed: int64) (config: WhisperConfig) : MagnetWhisperModel = MagnetFixtures.magnet seed config options
+
+/// A synthetic batch: mel (B, M, F) with garbage past each row's frames, its frame mask, labels (B, T) with −100 past
+/// each row's token count, targets (1, B) and BP1 actions (B, L) (0/1 with probability ½).
+type Batch =
+    { Mel: Tensor
+      Mask: Tensor
+      Labels: Tensor
+      Targets: Tensor
+      Actions: Tensor }
+
+    /// Rows lo .. hi − 1 of every tensor.
+    member b.Rows(lo: int64, hi: int64) : Batch =
+        let rows (t: Tensor) = t.narrow(0L, lo, hi - lo)
+        { Mel = rows b.Mel; Mask = rows b.Mask; Labels = rows b.Labels; Targets = b.Targets.narrow(1L, lo, hi - lo); Actions = rows b.Actions }
+
+    /// The batch cut into micro-batches of `size` rows.
+    member b.Split(size: int64) : Batch list =
+        let n = b.Mel.shape.[0]
+        [ for lo in 0L .. size .. n - 1L -> b.Rows(lo, min n (lo + size)) ]
+
+/// A batch of `b` utterances drawn from `seed` (frame lengths 20..48 of 48, token counts 1..6).
+let batch (seed: int64) (config: WhisperConfig) (b: int) : Batch =
+    use g = Boundaries.generator seed torch.CPU
+    let frames = int64 config.InputFrames
+    let lengths = torch.randint(20L, frames + 1L, [| int64 b |], generator = g, dtype = torch.int64).data<int64>().ToArray()
+    let mel = torch.randn([| int64 b; int64 config.NumMelBins; frames |], generator = g)
+    let mask = MagnetFixtures.frameMask frames lengths
+    let mel = torch.where(mask.unsqueeze(1L).gt((0.0).ToScalar()), mel, torch.randn(mel.shape, generator = g) * 30.0)
+    let tokens = torch.randint(0L, int64 config.VocabSize - 2L, [| int64 b; labelLength |], generator = g, dtype = torch.int64)
+    let counts = torch.randint(1L, labelLength + 1L, [| int64 b; 1L |], generator = g, dtype = torch.int64)
+    let labels = torch.where(torch.arange(labelLength).unsqueeze(0L).lt(counts), tokens, torch.tensor(-100L))
+    let targets = (torch.tensor(lengths).to_type(torch.float32) / 2.0 / 4.0).round().clamp_min((1.0).ToScalar()).unsqueeze(0L)
+    let actions = torch.rand([| int64 b; int64 config.MaxSourcePositions |], generator = g).lt((0.5).ToScalar()).to_type(torch.float32)
+    { Mel = mel; Mask = mask; Labels = labels; Targets = targets; Actions = actions }
+
+/// A training input that replays the batch's BP1 actions (deterministic boundaries, losses as when sampling).
+let replayInput (generator: torch.Generator) (b: Batch) : ForwardInput =
+    { ForwardInput.Training(b.Mel, Some b.Mask, b.Labels, Some b.Targets, generator) with Replay = Map [ predictorLayer, b.Actions ] }
+
+/// A training input that samples BP1's boundaries from the generator.
+let sampleInput (generator: torch.Generator) (b: Batch) : ForwardInput =
+    ForwardInput.Training(b.Mel, Some b.Mask, b.Labels, Some b.Targets, generator)
+
+/// Label tokens and utterances of a batch.
+let counts (b: Batch) : BatchCounts = TrainingStep.countsOf b.Labels
+
+/// Float64 copies of named tensors.
+let copies<'t when 't :> Tensor> (named: (string * 't) list) : (string * Tensor) list =
+    [ for n, t in named -> n, t.detach().to_type(torch.float64).clone() ]
+
+/// The largest |a − b| over equally named tensors, relative to max(1, |b|) elementwise.
+let maxRelativeDifference<'t when 't :> Tensor> (a: (string * 't) list) (b: (string * 't) list) : float =
+    let other = dict b
+    [ for n, t in a ->
+          use x = t.detach().to_type(torch.float64)
+          use y = other.[n].detach().to_type(torch.float64)
+          use d = (x - y).abs() / y.abs().clamp_min((1.0).ToScalar())
+          if d.numel() = 0L then 0.0 else d.max().item<float>() ]
+    |> List.fold max 0.0
+
+/// Names of the tensors that differ at all.
+let changed<'t, 'u when 't :> Tensor and 'u :> Tensor> (before: (string * 't) list) (after: (string * 'u) list) : string list =
+    let other = dict after
+    [ for n, t in before do
+          use eq = t.detach().to_type(torch.float64).eq(other.[n].detach().to_type(torch.float64)).all()
+          if not (eq.item<bool>()) then n ]
