@@ -186,16 +186,21 @@ module TrainingStep =
 /// The loss sums of the two models.
 [<RequireQualifiedAccess>]
 module LossSums =
-    /// MagnetWhisper's forward (`MagnetWhisperModel.Forward`): Σ token cross-entropy of its logits and Σ of each
-    /// utterance's boundary losses over the predictor layers, both in the model's precision (float32 at least; the
-    /// encoder's own totals are float32).
-    let magnet (model: MagnetWhisperModel) (input: ForwardInput) : LossSums =
+    /// MagnetWhisper's loss sums (see `magnet`), showing the forward's result to `observe` first (the trainer reads
+    /// its compression there).
+    let magnetObserved (observe: ForwardResult -> unit) (model: MagnetWhisperModel) (input: ForwardInput) : LossSums =
         use result = model.Forward input
+        observe result
         let ce = TrainingStep.tokenCrossEntropySum result.Logits input.Labels
         let boundary =
             result.Encoder.Layers
             |> List.fold (fun (acc: Tensor) l -> acc + l.Output.LossPerUtterance.to_type(ce.dtype).sum()) (torch.zeros([||], dtype = ce.dtype, device = ce.device))
         { TokenCrossEntropy = ce; BoundaryLoss = boundary }
+
+    /// MagnetWhisper's forward (`MagnetWhisperModel.Forward`): Σ token cross-entropy of its logits and Σ of each
+    /// utterance's boundary losses over the predictor layers, both in the model's precision (float32 at least; the
+    /// encoder's own totals are float32).
+    let magnet (model: MagnetWhisperModel) (input: ForwardInput) : LossSums = magnetObserved ignore model input
 
     /// Stock Whisper's teacher-forced loss: mel (B, n_mels, 2·S), decoder inputs and labels (B, T), optional masks as
     /// in `WhisperModel.Logits`; no boundary loss.

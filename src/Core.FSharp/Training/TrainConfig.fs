@@ -1,0 +1,230 @@
+namespace MagnetWhisper.Core.Training
+
+// The configuration of a supervised run (issue 9 §3): a record with defaults, read from a JSON object whose keys are
+// the documented ones (docs/TRAINING.md), overridden by `key=value` pairs, and written resolved to RUN_DIR/config.json.
+// Every error names the key (and the file or the `--set` it came from).
+
+open System
+open System.Globalization
+open System.IO
+open System.Text.Json
+open MagnetWhisper.Core
+open MagnetWhisper.Core.Whisper
+
+/// Everything a supervised run is configured by. `TrainConfig.Default` holds the defaults.
+type TrainConfig =
+    { /// The MagnetWhisper folder training starts from (`model`).
+      Model: string
+      /// The training corpus, as `Corpora.read` takes it (`data`).
+      Data: string
+      /// The dev corpus evaluated every EvalEvery steps; None = no evaluation (`dev_data`).
+      DevData: string option
+      /// Optimizer updates of the run (`max_steps`).
+      MaxSteps: int
+      /// Utterances per update (`batch_size`).
+      BatchSize: int
+      /// Micro-batches an update is cut into (gradient accumulation; `micro_batches`).
+      MicroBatches: int
+      /// Peak learning rate of every trained parameter but the predictors (`lr`).
+      LearningRate: float
+      /// Peak learning rate of the predictors; None = `lr` (`predictor_lr`).
+      PredictorLearningRate: float option
+      /// Fraction of the run spent warming up (`warmup_ratio`).
+      WarmupRatio: float
+      /// linear, cosine or constant after the warmup (`lr_decay`).
+      Decay: LearningRateDecay
+      /// AdamW's decoupled weight decay (`weight_decay`).
+      WeightDecay: float
+      /// Global gradient-norm clip; None = no clipping (`max_grad_norm`).
+      MaxGradientNorm: float option
+      /// Which parameters train (`trained_parts`, a TrainedParts name).
+      TrainedParts: TrainedParts
+      /// The target count of each predictor, in layer order; empty = the model's own choice (`targets`).
+      Targets: string list
+      /// Temperature τ at the start and end of the run, linear between (`temperature_start`, `temperature_end`).
+      TemperatureStart: float
+      TemperatureEnd: float
+      /// Metrics every this many steps (`log_every`).
+      LogEvery: int
+      /// Dev evaluation every this many steps; 0 = only at the end (`eval_every`).
+      EvalEvery: int
+      /// Utterances decoded together during evaluation (`eval_batch_size`).
+      EvalBatchSize: int
+      /// Evaluations without a better dev WER before the run stops; 0 = never stop early (`early_stopping_patience`).
+      EarlyStoppingPatience: int
+      /// A checkpoint every this many steps; 0 = only at the end (`checkpoint_every`).
+      CheckpointEvery: int
+      /// Checkpoints kept in checkpoints/ (the newest; `keep_checkpoints`).
+      KeepCheckpoints: int
+      /// The seed of the data order, the boundary sampling and the global generator (`seed`).
+      Seed: int64
+      /// The prompt language of multilingual models (`language`).
+      Language: string
+      /// Background tasks loading audio (`workers`).
+      Workers: int
+      /// Utterances longer than this many seconds are left out; None = up to the 30 s window (`max_duration`).
+      MaxDuration: float option }
+
+/// Reading, overriding and writing configurations.
+[<RequireQualifiedAccess>]
+module TrainConfig =
+    /// The defaults (model and data must be given).
+    let Default =
+        { Model = ""; Data = ""; DevData = None; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
+          PredictorLearningRate = Some 1e-3; WarmupRatio = 0.1; Decay = LinearDecay; WeightDecay = 0.01
+          MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1
+          LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
+          KeepCheckpoints = 3; Seed = 0L; Language = "en"; Workers = 2; MaxDuration = None }
+
+    let private decayName (d: LearningRateDecay) =
+        match d with
+        | LinearDecay -> "linear"
+        | CosineDecay -> "cosine"
+        | ConstantAfterWarmup -> "constant"
+
+    /// One key: its name, how it reads a JSON value into the record, and how it writes the record's value.
+    type private Key =
+        { Name: string
+          Read: string -> JsonElement -> TrainConfig -> TrainConfig
+          Write: Utf8JsonWriter -> TrainConfig -> unit }
+
+    /// An ArgumentException's message without .NET's " (Parameter 'name')".
+    let private messageOf (e: exn) = e.Message.Split(" (Parameter").[0]
+
+    let private fail (where: string) (key: string) (why: string) : 'a =
+        raise (InvalidDataException $"{where}: key '{key}' {why}")
+
+    let private str (where: string) (key: string) (v: JsonElement) =
+        if v.ValueKind = JsonValueKind.String then v.GetString() else fail where key $"must be a string, got {v.GetRawText()}"
+
+    let private int' (where: string) (key: string) (lo: int) (v: JsonElement) =
+        match v.ValueKind, (if v.ValueKind = JsonValueKind.Number then v.TryGetInt32() else (false, 0)) with
+        | JsonValueKind.Number, (true, i) when i >= lo -> i
+        | _ -> fail where key $"must be an integer of at least {lo}, got {v.GetRawText()}"
+
+    let private num (where: string) (key: string) (ok: float -> bool) (rule: string) (v: JsonElement) =
+        match v.ValueKind with
+        | JsonValueKind.Number when ok (v.GetDouble()) -> v.GetDouble()
+        | _ -> fail where key $"must be {rule}, got {v.GetRawText()}"
+
+    let private optional (v: JsonElement) (read: JsonElement -> 'a) = if v.ValueKind = JsonValueKind.Null then None else Some(read v)
+
+    let private positive (x: float) = x > 0.0 && Double.IsFinite x
+
+    let private writeOption (w: Utf8JsonWriter) (name: string) (value: float option) =
+        match value with
+        | Some v -> w.WriteNumber(name, v)
+        | None -> w.WriteNull name
+
+    let private keys: Key list =
+        let k name read write = { Name = name; Read = read; Write = write }
+        [ k "model" (fun at v c -> { c with Model = str at "model" v }) (fun w c -> w.WriteString("model", c.Model))
+          k "data" (fun at v c -> { c with Data = str at "data" v }) (fun w c -> w.WriteString("data", c.Data))
+          k "dev_data" (fun at v c -> { c with DevData = optional v (str at "dev_data") }) (fun w c ->
+              match c.DevData with Some d -> w.WriteString("dev_data", d) | None -> w.WriteNull "dev_data")
+          k "max_steps" (fun at v c -> { c with MaxSteps = int' at "max_steps" 1 v }) (fun w c -> w.WriteNumber("max_steps", c.MaxSteps))
+          k "batch_size" (fun at v c -> { c with BatchSize = int' at "batch_size" 1 v }) (fun w c -> w.WriteNumber("batch_size", c.BatchSize))
+          k "micro_batches" (fun at v c -> { c with MicroBatches = int' at "micro_batches" 1 v }) (fun w c -> w.WriteNumber("micro_batches", c.MicroBatches))
+          k "lr" (fun at v c -> { c with LearningRate = num at "lr" positive "a positive number" v }) (fun w c -> w.WriteNumber("lr", c.LearningRate))
+          k "predictor_lr" (fun at v c -> { c with PredictorLearningRate = optional v (num at "predictor_lr" positive "a positive number or null") })
+              (fun w c -> writeOption w "predictor_lr" c.PredictorLearningRate)
+          k "warmup_ratio" (fun at v c -> { c with WarmupRatio = num at "warmup_ratio" (fun x -> x >= 0.0 && x <= 1.0) "a number in [0, 1]" v })
+              (fun w c -> w.WriteNumber("warmup_ratio", c.WarmupRatio))
+          k "lr_decay" (fun at v c ->
+              let d =
+                  match (str at "lr_decay" v).ToLowerInvariant() with
+                  | "linear" -> LinearDecay
+                  | "cosine" -> CosineDecay
+                  | "constant" -> ConstantAfterWarmup
+                  | other -> fail at "lr_decay" $"must be linear, cosine or constant, got '{other}'"
+              { c with Decay = d }) (fun w c -> w.WriteString("lr_decay", decayName c.Decay))
+          k "weight_decay" (fun at v c -> { c with WeightDecay = num at "weight_decay" (fun x -> x >= 0.0) "a number of at least 0" v })
+              (fun w c -> w.WriteNumber("weight_decay", c.WeightDecay))
+          k "max_grad_norm" (fun at v c -> { c with MaxGradientNorm = optional v (num at "max_grad_norm" positive "a positive number or null") })
+              (fun w c -> writeOption w "max_grad_norm" c.MaxGradientNorm)
+          k "trained_parts" (fun at v c ->
+              let text = str at "trained_parts" v
+              let parts = try TrainedParts.parse text with :? ArgumentException as e -> fail at "trained_parts" (messageOf e)
+              { c with TrainedParts = parts }) (fun w c -> w.WriteString("trained_parts", TrainedParts.name c.TrainedParts))
+          k "targets" (fun at v c ->
+              if v.ValueKind <> JsonValueKind.Array then fail at "targets" $"must be an array of target names, got {v.GetRawText()}"
+              { c with Targets = [ for e in v.EnumerateArray() -> str at "targets" e ] }) (fun w c ->
+              w.WriteStartArray "targets"
+              for t in c.Targets do w.WriteStringValue t
+              w.WriteEndArray())
+          k "temperature_start" (fun at v c -> { c with TemperatureStart = num at "temperature_start" positive "a positive number" v })
+              (fun w c -> w.WriteNumber("temperature_start", c.TemperatureStart))
+          k "temperature_end" (fun at v c -> { c with TemperatureEnd = num at "temperature_end" positive "a positive number" v })
+              (fun w c -> w.WriteNumber("temperature_end", c.TemperatureEnd))
+          k "log_every" (fun at v c -> { c with LogEvery = int' at "log_every" 1 v }) (fun w c -> w.WriteNumber("log_every", c.LogEvery))
+          k "eval_every" (fun at v c -> { c with EvalEvery = int' at "eval_every" 0 v }) (fun w c -> w.WriteNumber("eval_every", c.EvalEvery))
+          k "eval_batch_size" (fun at v c -> { c with EvalBatchSize = int' at "eval_batch_size" 1 v }) (fun w c -> w.WriteNumber("eval_batch_size", c.EvalBatchSize))
+          k "early_stopping_patience" (fun at v c -> { c with EarlyStoppingPatience = int' at "early_stopping_patience" 0 v })
+              (fun w c -> w.WriteNumber("early_stopping_patience", c.EarlyStoppingPatience))
+          k "checkpoint_every" (fun at v c -> { c with CheckpointEvery = int' at "checkpoint_every" 0 v }) (fun w c -> w.WriteNumber("checkpoint_every", c.CheckpointEvery))
+          k "keep_checkpoints" (fun at v c -> { c with KeepCheckpoints = int' at "keep_checkpoints" 1 v }) (fun w c -> w.WriteNumber("keep_checkpoints", c.KeepCheckpoints))
+          k "seed" (fun at v c ->
+              match v.ValueKind, (if v.ValueKind = JsonValueKind.Number then v.TryGetInt64() else (false, 0L)) with
+              | JsonValueKind.Number, (true, s) -> { c with Seed = s }
+              | _ -> fail at "seed" $"must be an integer, got {v.GetRawText()}") (fun w c -> w.WriteNumber("seed", c.Seed))
+          k "language" (fun at v c -> { c with Language = str at "language" v }) (fun w c -> w.WriteString("language", c.Language))
+          k "workers" (fun at v c -> { c with Workers = int' at "workers" 1 v }) (fun w c -> w.WriteNumber("workers", c.Workers))
+          k "max_duration" (fun at v c -> { c with MaxDuration = optional v (num at "max_duration" (fun x -> x > 0.0 && x <= 30.0) "a number in (0, 30] or null") })
+              (fun w c -> writeOption w "max_duration" c.MaxDuration) ]
+
+    /// Every key's name, in the order config.json lists them.
+    let keyNames: string list = keys |> List.map _.Name
+
+    let private find (where: string) (name: string) : Key =
+        match keys |> List.tryFind (fun k -> k.Name = name) with
+        | Some k -> k
+        | None ->
+            let near = keyNames |> List.filter (fun n -> n.Contains(name.Replace("-", "_")) || name.Replace("-", "_").Contains n)
+            let hint = match near with n :: _ -> $" (did you mean '{n}'?)" | [] -> ""
+            raise (InvalidDataException $"{where}: unknown key '{name}'{hint}; the keys are documented in docs/TRAINING.md")
+
+    /// Applies a JSON object's keys to a configuration; `where` names the source in errors.
+    let applyJson (where: string) (text: string) (config: TrainConfig) : TrainConfig =
+        use doc = Json.parseDocument where text
+        doc.RootElement.EnumerateObject() |> Seq.fold (fun c p -> (find where p.Name).Read where p.Value c) config
+
+    /// Reads a configuration file over the defaults.
+    let read (path: string) : TrainConfig =
+        if not (File.Exists path) then raise (FileNotFoundException($"{path}: no such configuration file", path))
+        applyJson path (File.ReadAllText path) Default
+
+    /// Applies one `key=value` override: the value is read as JSON when it parses as JSON (numbers, null, true,
+    /// arrays, quoted strings), as a string otherwise.
+    let set (assignment: string) (config: TrainConfig) : TrainConfig =
+        let where = $"--set {assignment}"
+        match assignment.IndexOf '=' with
+        | i when i > 0 ->
+            let key = assignment.Substring(0, i).Trim()
+            let value = assignment.Substring(i + 1).Trim()
+            let json =
+                try
+                    use d = JsonDocument.Parse value
+                    d.RootElement.GetRawText()
+                with :? JsonException -> JsonSerializer.Serialize value
+            (find where key).Read where (JsonDocument.Parse(json).RootElement) config
+        | _ -> raise (InvalidDataException $"{where}: must be key=value")
+
+    /// Fails unless the run can start: model and data given, targets known.
+    let validate (config: TrainConfig) : TrainConfig =
+        if String.IsNullOrWhiteSpace config.Model then raise (InvalidDataException "key 'model' is not set: give the MagnetWhisper folder to train")
+        if String.IsNullOrWhiteSpace config.Data then raise (InvalidDataException "key 'data' is not set: give the training corpus")
+        if config.MicroBatches > config.BatchSize then
+            raise (InvalidDataException $"key 'micro_batches' ({config.MicroBatches}) is larger than key 'batch_size' ({config.BatchSize})")
+        for t in config.Targets do
+            try Data.Targets.parse t |> ignore
+            with :? ArgumentException as e -> raise (InvalidDataException("key 'targets': " + messageOf e))
+        config
+
+    /// The resolved configuration as JSON (every key).
+    let toJson (config: TrainConfig) : string =
+        Json.write (fun w ->
+            for k in keys do
+                k.Write w config)
+
+    /// Writes the resolved configuration atomically.
+    let save (path: string) (config: TrainConfig) : unit = AtomicWrite.text path (toJson config)

@@ -1,0 +1,145 @@
+/// The supervised loop on a tiny random MagnetWhisper and a folder corpus of sine tones (sox) with short transcripts:
+/// a run stopped at step 2 and resumed to 4 equals an uninterrupted 4-step run (metrics and parameters, bit for bit);
+/// the newest K checkpoints are kept; cancellation ends a run after its step with a checkpoint; dev evaluation logs
+/// eval/wer and writes best/; configuration errors name the key.
+module MagnetWhisper.Tests.Training.SupervisedTests
+
+open System
+open System.IO
+open System.Threading
+open Expecto
+open TorchSharp
+open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Magnet
+open MagnetWhisper.Core.Training
+open MagnetWhisper.Tests.Magnet
+open MagnetWhisper.Tests.Data
+
+/// Whisper's real vocabulary and 30 s window (collation needs both), everything else tiny; dropout on, so the
+/// global generator matters for resuming.
+let private config =
+    { WhisperConfig.preset "tiny" with
+        DModel = 32
+        EncoderLayers = 2
+        DecoderLayers = 1
+        EncoderAttentionHeads = 2
+        DecoderAttentionHeads = 2
+        EncoderFfnDim = 64
+        DecoderFfnDim = 64
+        Dropout = 0.1 }
+
+/// A model folder (a BP1 before encoder layer 1) and a corpus folder of 4 tones with transcripts.
+let private setup (temp: MagnetFixtures.Temp) =
+    let modelDir = temp.Sub "model"
+    if not (Directory.Exists modelDir) then
+        torch.manual_seed 7L |> ignore
+        use whisper = WhisperModel.create config
+        use model = MagnetWhisperModel.FromWhisper(whisper, MagnetOptions.Default.WithPredictor(1, Bp1, 0.3))
+        MagnetFormat.save modelDir model
+        let corpus = temp.Sub "corpus"
+        for i, text in List.indexed [ "one two"; "three"; "four five six"; "seven" ] do
+            CorpusFixtures.tone (Path.Combine(corpus, $"u{i}.wav")) (0.4 + 0.2 * float i) 16000 (200.0 + 150.0 * float i) |> ignore
+            File.WriteAllText(Path.Combine(corpus, $"u{i}.txt"), text)
+    { TrainConfig.Default with
+        Model = modelDir; Data = temp.Sub "corpus"; MaxSteps = 4; BatchSize = 2; MicroBatches = 2; LearningRate = 1e-3
+        PredictorLearningRate = Some 1e-2; LogEvery = 1; EvalEvery = 0; CheckpointEvery = 0; KeepCheckpoints = 2; Seed = 3L
+        Targets = [ "characters" ]; Workers = 1 }
+
+let private options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+
+let private lossKeys = [ MetricKeys.TrainLoss; MetricKeys.TrainAsrLoss; MetricKeys.TrainBoundaryLoss; MetricKeys.TrainGradNorm; MetricKeys.TrainLearningRate ]
+
+/// (step, key, value) of the loss keys of a run's metrics.jsonl.
+let private losses (runDir: string) =
+    [ for line in MetricsJsonl.read (Path.Combine(runDir, "metrics.jsonl")) do
+          for k, v in line.Values do
+              if List.contains k lossKeys then line.Step, k, v ]
+
+let private state (dir: string) =
+    use m = MagnetFormat.load dir torch.CPU torch.float32
+    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
+
+let private run c dir resume o ct = Supervised.run c dir resume o ignore ct
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "training.supervised" [
+        test "a run stopped at step 2 and resumed to 4 has the uninterrupted run's losses and parameters, bit for bit" {
+            use temp = new MagnetFixtures.Temp()
+            let c = setup temp
+            let whole = run c (temp.Sub "whole") false options CancellationToken.None
+            Expect.equal (whole.Outcome, whole.Step) (Completed, 4) "the whole run completes"
+            let parted = temp.Sub "parted"
+            let first = run c parted false { options with StopAtStep = Some 2 } CancellationToken.None
+            Expect.equal (first.Outcome, first.Step) (Interrupted, 2) "stopped at step 2"
+            Expect.isFalse (Directory.Exists(Path.Combine(parted, "final"))) "no final/ for an interrupted run"
+            // The global generator moves on in between, as in a new process.
+            torch.manual_seed 999L |> ignore
+            let second = run TrainConfig.Default parted true options CancellationToken.None
+            Expect.equal (second.Outcome, second.Step) (Completed, 4) "resumed to 4"
+            let expected = losses (temp.Sub "whole")
+            Expect.equal (expected |> List.map (fun (s, _, _) -> s) |> List.distinct) [ 1L; 2L; 3L; 4L ] "a line per step"
+            // Training moves: the losses are not one constant (else equality would prove nothing).
+            let trainLoss = expected |> List.filter (fun (_, k, _) -> k = MetricKeys.TrainLoss) |> List.map (fun (_, _, v) -> v)
+            Expect.isGreaterThan (List.distinct trainLoss).Length 1 "losses change"
+            Expect.sequenceEqual (losses parted) expected "metrics.jsonl losses bit-identical"
+            let a = state (Path.Combine(temp.Sub "whole", "final"))
+            let b = state (Path.Combine(parted, "final"))
+            Expect.isEmpty (TrainingFixtures.changed a b) "final parameters bit-identical"
+            // Another seed gives other losses: the comparison above sees the run's randomness.
+            let other = run { c with Seed = 4L } (temp.Sub "other") false options CancellationToken.None
+            Expect.equal other.Step 4 "other seed ran"
+            Expect.notEqual (losses (temp.Sub "other")) expected "another seed, other losses"
+        }
+
+        test "checkpoints every step keep the newest 2; a cancelled run stops after its step with a checkpoint" {
+            use temp = new MagnetFixtures.Temp()
+            let c = { setup temp with CheckpointEvery = 1; MaxSteps = 3 }
+            let dir = temp.Sub "run"
+            let result = run c dir false options CancellationToken.None
+            let names = Supervised.checkpoints dir |> List.map Path.GetFileName
+            Expect.equal names [ "step-00000002"; "step-00000003" ] "the newest two"
+            Expect.equal (TrainingCheckpoint.read (Path.Combine(dir, "checkpoints", "step-00000003"))).Step 3 "trainer.json step"
+            Expect.equal result.Checkpoint (Some(Path.Combine(dir, "checkpoints", "step-00000003"))) "reported"
+            Expect.isTrue (File.Exists(Path.Combine(dir, "final", "config.json"))) "final/ holds the model"
+            let saved = TrainConfig.read (Path.Combine(dir, Supervised.ConfigFile))
+            Expect.equal saved c "config.json holds the resolved configuration"
+            use cancelled = new CancellationTokenSource()
+            cancelled.Cancel()
+            let stopped = run { c with CheckpointEvery = 0 } (temp.Sub "cancelled") false options cancelled.Token
+            Expect.equal (stopped.Outcome, stopped.Step) (Interrupted, 1) "one step, then the checkpoint"
+            Expect.equal (Supervised.checkpoints (temp.Sub "cancelled") |> List.map Path.GetFileName) [ "step-00000001" ] "its checkpoint"
+        }
+
+        test "dev evaluation logs eval/wer every 2 steps and keeps best/" {
+            use temp = new MagnetFixtures.Temp()
+            let c = { setup temp with DevData = Some(temp.Sub "corpus"); EvalEvery = 2; MaxSteps = 2; EvalBatchSize = 4 }
+            let dir = temp.Sub "run"
+            let result = run c dir false options CancellationToken.None
+            let evals =
+                [ for line in MetricsJsonl.read (Path.Combine(dir, "metrics.jsonl")) do
+                      for k, v in line.Values do
+                          if k = MetricKeys.EvalWer then line.Step, v ]
+            Expect.equal (evals |> List.map fst) [ 2L ] "eval/wer at step 2"
+            let wer = snd evals.Head
+            Expect.isTrue (wer >= 0.0 && Double.IsFinite wer) "a WER"
+            Expect.equal result.Best (Some(wer, 2)) "best by dev WER"
+            Expect.isTrue (File.Exists(Path.Combine(dir, "best", "config.json"))) "best/ written"
+        }
+
+        test "configuration errors name the key" {
+            let message (f: unit -> TrainConfig) =
+                try
+                    f () |> ignore
+                    failtest "accepted"
+                with :? InvalidDataException as e -> e.Message
+            Expect.stringContains (message (fun () -> TrainConfig.applyJson "c.json" """{"max_stesp": 3}""" TrainConfig.Default)) "unknown key 'max_stesp'" "unknown key"
+            Expect.stringContains (message (fun () -> TrainConfig.applyJson "c.json" """{"batch_size": 0}""" TrainConfig.Default)) "c.json: key 'batch_size'" "bad value"
+            Expect.stringContains (message (fun () -> TrainConfig.set "lr=fast" TrainConfig.Default)) "--set lr=fast: key 'lr'" "--set"
+            Expect.stringContains (message (fun () -> TrainConfig.set "trained_parts=wings" TrainConfig.Default)) "key 'trained_parts'" "parts"
+            Expect.stringContains (message (fun () -> TrainConfig.validate TrainConfig.Default)) "key 'model'" "model missing"
+            let c = TrainConfig.Default |> TrainConfig.set "max_steps=7" |> TrainConfig.set "dev_data=dev" |> TrainConfig.set "max_grad_norm=null"
+            Expect.equal (c.MaxSteps, c.DevData, c.MaxGradientNorm) (7, Some "dev", None) "overrides"
+            Expect.equal (TrainConfig.applyJson "resolved" (TrainConfig.toJson c) TrainConfig.Default) c "the resolved file reads back"
+        }
+    ]
