@@ -18,6 +18,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<Transcribe.TranscribeArgs>
     | [<CliPrefix(CliPrefix.None)>] Visualize of ParseResults<Visualize.VisualizeArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.EvalArgs>
+    | [<CliPrefix(CliPrefix.None)>] Corpus of ParseResults<Corpus.CorpusArgs>
     | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
@@ -30,6 +31,7 @@ type Command =
             | Inspect _ -> "print a Whisper or MagnetWhisper folder's structure, predictor slots and parameter counts."
             | Transcribe _ -> "transcribe or translate audio files with a Whisper checkpoint (txt, vtt, srt, tsv, json)."
             | Visualize _ -> "write an HTML page of one audio's log-mel, boundary probabilities and boundaries, phones and transcript."
+            | Corpus _ -> "make corpora: synth speaks generated sentences with espeak-ng, festival and flite."
             | Eval _ -> "evaluate a Whisper or MagnetWhisper folder on a corpus: WER, CER, compression, real-time factor."
             | Version -> "print the version and exit."
 
@@ -81,6 +83,7 @@ let main argv =
         | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
         | "visualize" :: rest -> Args.rejectUnknown<Visualize.VisualizeArgs> "visualize" rest
         | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
+        | "corpus" :: rest -> Args.rejectUnknownInSubcommand<Corpus.CorpusArgs> "corpus" rest
         | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
         let results = parser.ParseCommandLine(argv)
@@ -104,6 +107,7 @@ let main argv =
         | Transcribe a -> Transcribe.run a
         | Visualize a -> Visualize.run a
         | Eval a -> Eval.run a
+        | Corpus a -> Corpus.run a
     with
     | :? ArgumentException as e ->
         // .NET appends " (Parameter 'name')"; the message itself already names the flag.
