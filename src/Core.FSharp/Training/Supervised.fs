@@ -47,6 +47,46 @@ type SupervisedProgress =
         let ran = p.Step - p.FirstStep
         if ran <= 0 then None else Some(float (p.MaxSteps - p.Step) * p.ElapsedSeconds / float ran)
 
+/// A metrics line as the trainer logged it (every log_every steps and at the last step).
+type SupervisedLog =
+    { Step: int
+      /// The line's keys (MetricKeys' train/… names) and values, in the order written.
+      Values: (string * float) list }
+
+/// A dev evaluation (every eval_every steps and at the end, when the run has dev data).
+type SupervisedEvaluation =
+    { Step: int
+      /// Word error rate after normalisation (fraction).
+      Wer: float
+      /// Character error rate (fraction).
+      Cer: float
+      /// Mean kept fraction over the predictors (NaN without predictors).
+      Compression: float
+      /// This evaluation is the run's best so far (best/ was just written).
+      IsBest: bool }
+
+/// A checkpoint folder the trainer has just written (complete: it can be resumed from).
+type SupervisedCheckpoint =
+    { Step: int
+      Folder: string }
+
+/// What callers of Supervised.run observe; every callback runs on the training thread between steps.
+type SupervisedEvents =
+    { /// After every step.
+      Progress: SupervisedProgress -> unit
+      /// After a metrics line was written.
+      Logged: SupervisedLog -> unit
+      /// After a dev evaluation.
+      Evaluated: SupervisedEvaluation -> unit
+      /// After a checkpoint was written.
+      CheckpointWritten: SupervisedCheckpoint -> unit }
+
+    /// Observes nothing.
+    static member None: SupervisedEvents = { Progress = ignore; Logged = ignore; Evaluated = ignore; CheckpointWritten = ignore }
+
+    /// Observes the progress after every step only.
+    static member ProgressOnly(progress: SupervisedProgress -> unit) : SupervisedEvents = { SupervisedEvents.None with Progress = progress }
+
 /// How a run ended.
 type SupervisedOutcome =
     /// max_steps reached: final/ written.
@@ -157,8 +197,9 @@ module Supervised =
 
     /// Runs (or resumes) a run in runDir. A new run needs a runDir without a config.json (the configuration is
     /// written there); `resume` continues from the newest checkpoint with the run's own config.json. Progress is
-    /// reported after every step.
-    let run (config: TrainConfig) (runDir: string) (resume: bool) (options: SupervisedOptions) (progress: SupervisedProgress -> unit) (ct: CancellationToken) : SupervisedResult =
+    /// reported after every step; logs, evaluations and checkpoints as they happen (`SupervisedEvents.ProgressOnly f`
+    /// observes the progress only).
+    let run (config: TrainConfig) (runDir: string) (resume: bool) (options: SupervisedOptions) (events: SupervisedEvents) (ct: CancellationToken) : SupervisedResult =
         let configPath = Path.Combine(runDir, ConfigFile)
         let config, start =
             if resume then
@@ -223,6 +264,7 @@ module Supervised =
             let all = checkpoints runDir
             for old in all |> List.take (max 0 (all.Length - config.KeepCheckpoints)) do
                 Directory.Delete(old, true)
+            events.CheckpointWritten { Step = step; Folder = dir }
         let evaluate () =
             match dev with
             | None -> ()
@@ -232,17 +274,23 @@ module Supervised =
                 model.train()
                 let wer = result.Score.Words.Rate
                 let kept = result.Predictors |> List.map _.KeptFraction
+                let compression = if kept.IsEmpty then nan else List.average kept
                 sink.Log(int64 step,
                          [ MetricKeys.EvalWer, wer
                            MetricKeys.EvaluationCer, result.Score.Characters.Rate
                            MetricKeys.EvaluationRawWer, result.Score.RawWords.Rate
                            MetricKeys.EvalNumSamples, float result.Utterances.Length
-                           MetricKeys.EvalCompressionRatio, (if kept.IsEmpty then nan else List.average kept) ])
-                match standing.Best with
-                | Some(best, _) when not (wer < best) -> standing <- { standing with SinceBest = standing.SinceBest + 1 }
-                | _ ->
-                    MagnetFormat.save (Path.Combine(runDir, "best")) model
-                    standing <- { Best = Some(wer, step); SinceBest = 0 }
+                           MetricKeys.EvalCompressionRatio, compression ])
+                let isBest =
+                    match standing.Best with
+                    | Some(best, _) when not (wer < best) ->
+                        standing <- { standing with SinceBest = standing.SinceBest + 1 }
+                        false
+                    | _ ->
+                        MagnetFormat.save (Path.Combine(runDir, "best")) model
+                        standing <- { Best = Some(wer, step); SinceBest = 0 }
+                        true
+                events.Evaluated { Step = step; Wer = wer; Cer = result.Score.Characters.Rate; Compression = compression; IsBest = isBest }
         let clock = Stopwatch.StartNew()
         let mutable outcome = None
         if step >= config.MaxSteps then outcome <- Some Completed
@@ -286,7 +334,7 @@ module Supervised =
                         [ MetricKeys.TrainBoundaryTemperature, sc.Temperature; MetricKeys.TrainBoundaryTargetProgress, sc.TargetProgress ]
                     | None -> []
                 let epoch = float loaded.Position.Epoch + float (loaded.Position.Batch + 1) / float (loader.BatchesIn loaded.Position.Epoch)
-                sink.Log(int64 step,
+                let values =
                          [ MetricKeys.TrainLoss, report.Loss
                            MetricKeys.TrainAsrLoss, report.CrossEntropy
                            MetricKeys.TrainBoundaryLoss, report.BoundaryLoss
@@ -296,8 +344,10 @@ module Supervised =
                            MetricKeys.TrainEpoch, epoch
                            "train/samples_per_second", samplesPerSecond
                            "train/skipped_update", (if report.Skipped.IsSome then 1.0 else 0.0) ]
-                         @ scheduleValues)
-            progress
+                         @ scheduleValues
+                sink.Log(int64 step, values)
+                events.Logged { Step = step; Values = values }
+            events.Progress
                 { Step = step; FirstStep = firstStep; MaxSteps = config.MaxSteps; Loss = report.Loss; Compression = compression
                   SamplesPerSecond = samplesPerSecond; ElapsedSeconds = clock.Elapsed.TotalSeconds }
             let finished = step >= config.MaxSteps

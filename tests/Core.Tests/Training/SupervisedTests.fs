@@ -59,7 +59,7 @@ let private state (dir: string) =
     use m = MagnetFormat.load dir torch.CPU torch.float32
     [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
 
-let private run c dir resume o ct = Supervised.run c dir resume o ignore ct
+let private run c dir resume o ct = Supervised.run c dir resume o SupervisedEvents.None ct
 
 [<Tests>]
 let tests =
