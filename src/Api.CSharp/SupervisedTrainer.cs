@@ -46,6 +46,7 @@ namespace MagnetWhisper
         /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
         /// <exception cref="InvalidDataException">A configuration value out of range, a missing model or data (the message names the key), or an unusable corpus.</exception>
         /// <exception cref="IOException">The folder already holds a run.</exception>
+        /// <exception cref="InvalidOperationException">Another run is going on in this process.</exception>
         public Task<TrainingResult> TrainAsync(string runDirectory, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
         {
             ArgumentException.ThrowIfNullOrEmpty(runDirectory);
@@ -62,6 +63,7 @@ namespace MagnetWhisper
         /// <param name="progress">Told after every step, on the training thread.</param>
         /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
         /// <exception cref="FileNotFoundException">The folder holds no run or no checkpoint.</exception>
+        /// <exception cref="InvalidOperationException">Another run is going on in this process.</exception>
         public Task<TrainingResult> ResumeAsync(string runDirectory, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
         {
             ArgumentException.ThrowIfNullOrEmpty(runDirectory);

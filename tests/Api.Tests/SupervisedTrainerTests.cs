@@ -178,13 +178,19 @@ public sealed class SupervisedTrainerTests : IDisposable
     }
 
     [Fact]
-    public async Task ACancelledTokenEndsTheRunAfterOneStepWithACheckpointInsteadOfThrowing()
+    public async Task ACancelledTokenEndsTheRunAfterOneStepWithACheckpointInsteadOfThrowingAndRunsDoNotOverlap()
     {
         var (model, corpus) = Setup();
         using var cancel = new CancellationTokenSource();
         cancel.Cancel();
         var trainer = new SupervisedTrainer(Options(model, corpus));
-        var result = await trainer.TrainAsync(Path.Combine(root, "run"), cancellationToken: cancel.Token);
+        // A second run started while the first trains is refused (both would seed the global generator).
+        Exception? overlap = null;
+        var progress = new OnReport<TrainingProgress>(_ =>
+            overlap = Record.Exception(() => { new SupervisedTrainer(Options(model, corpus)).TrainAsync(Path.Combine(root, "second")); }));
+        var result = await trainer.TrainAsync(Path.Combine(root, "run"), progress, cancel.Token);
+        Assert.IsType<InvalidOperationException>(overlap);
+        Assert.False(Directory.Exists(Path.Combine(root, "second")));
         Assert.Equal(TrainingOutcome.Interrupted, result.Outcome);
         Assert.Equal(1, result.Step);
         Assert.Equal(Path.Combine(root, "run", "checkpoints", "step-00000001"), result.CheckpointPath);
