@@ -21,7 +21,7 @@ open MagnetWhisper.Tests.Audio.Tools
 let private learner =
     { WhisperConfig.preset "tiny" with
         DModel = 64
-        EncoderLayers = 2
+        EncoderLayers = 1
         DecoderLayers = 2
         EncoderAttentionHeads = 2
         DecoderAttentionHeads = 2
@@ -108,7 +108,7 @@ let tests =
             for i, text in List.indexed [ "one two"; "three"; "four five six" ] do
                 MagnetWhisper.Tests.Data.CorpusFixtures.tone (Path.Combine(corpus, $"u{i}.wav")) (0.5 + 0.2 * float i) 16000 (200.0 + 150.0 * float i) |> ignore
                 File.WriteAllText(Path.Combine(corpus, $"u{i}.txt"), text)
-            let small = { learner with DModel = 32; EncoderFfnDim = 64; DecoderFfnDim = 64; DecoderLayers = 1; Dropout = 0.1 }
+            let small = { learner with DModel = 32; EncoderLayers = 2; EncoderFfnDim = 64; DecoderFfnDim = 64; DecoderLayers = 1; Dropout = 0.1 }
             let model = freshModel (temp.Sub "model") 3L small TrainingFixtures.options
             let config parts =
                 { TrainConfig.Default with
