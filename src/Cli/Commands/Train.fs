@@ -100,7 +100,8 @@ let private sourceOf (flag: string) (key: string) (present: bool) =
 /// Checks a new run's paths before anything is loaded: the corpora exist, the starting point resolves, the run
 /// folder is free. Usage errors naming the flag or key.
 let private checkNewRun (args: ParseResults<TrainArgs>) (config: TrainConfig) (runDir: string) (outputFlag: string) =
-    let exists (p: string) = File.Exists p || Directory.Exists p
+    // Patterns (data/dev-*.parquet) are left to the corpus reader.
+    let exists (p: string) = p.IndexOfAny [| '*'; '?' |] >= 0 || File.Exists p || Directory.Exists p
     if not (exists config.Data) then
         let source = sourceOf "--data" "data" (args.Contains Data)
         invalidArg "--data" $"{source} {config.Data}: no such file or folder"
@@ -153,7 +154,9 @@ let run (args: ParseResults<TrainArgs>) : int =
         | None, Some dir ->
             let config = configure args
             checkNewRun args config dir outputFlag
-            dir, false, config
+            // Paths absolute (relative ones are to the current folder), so config.json resumes from any folder.
+            let full (p: string) = if String.IsNullOrWhiteSpace p then p else Path.GetFullPath p
+            dir, false, { config with Model = full config.Model; Data = full config.Data; DevData = config.DevData |> Option.map full }
     use cts = new CancellationTokenSource()
     use reporter = new TrainProgress.Reporter(not Console.IsErrorRedirected, config.LogEvery)
     let signalled = ref 0
