@@ -159,6 +159,7 @@ let tests =
         test "bad flags, keys, values and files exit 2 naming them" {
             let dir = workspace ()
             File.WriteAllText(Path.Combine(dir, "bad.json"), """{"max_steps": 3, "batch_sise": 2}""")
+            File.WriteAllText(Path.Combine(dir, "elsewhere.json"), """{"from_scratch": "tiny", "data": "nowhere"}""")
             Directory.CreateDirectory(Path.Combine(dir, "taken")) |> ignore
             File.WriteAllText(Path.Combine(dir, "taken", "config.json"), "{}")
             let tiny = [ "--from-scratch"; "tiny"; "--data"; "corpus" ]
@@ -171,6 +172,7 @@ let tests =
                   [ "--config"; "bad.json"; "-o"; "r" ] @ tiny, "bad.json: unknown key 'batch_sise'"
                   [ "--config"; "nowhere.json"; "-o"; "r" ] @ tiny, "--config nowhere.json"
                   [ "--from-scratch"; "tiny"; "--data"; "nowhere"; "-o"; "r" ], "--data nowhere"
+                  [ "--config"; "elsewhere.json"; "-o"; "r" ], "elsewhere.json: key 'data' nowhere"
                   [ "--from-scratch"; "huge"; "--data"; "corpus"; "-o"; "r" ], "key 'from_scratch'"
                   [ "--model"; "nowhere"; "--data"; "corpus"; "-o"; "r" ], "--model nowhere"
                   [ "--model"; tinyWhisper.Value; "--set"; "d_model=64"; "--data"; "corpus"; "-o"; "r" ], "key 'd_model'"

@@ -93,9 +93,16 @@ let configure (args: ParseResults<TrainArgs>) : TrainConfig =
     with
     | :? InvalidDataException as e -> usage e
 
-/// Where a key's value came from, for errors about the path it names: the flag if given, else the key.
-let private sourceOf (flag: string) (key: string) (present: bool) =
-    if present then flag else $"key '{key}'"
+/// Where a key's value came from, for errors about the path it names: the flag, else the last --set of the key,
+/// else the configuration file's key.
+let private sourceOf (args: ParseResults<TrainArgs>) (flag: string) (key: string) (present: bool) =
+    let sets = args.GetResults Set |> List.filter (fun s -> s.Split('=').[0].Trim() = key)
+    if present then flag
+    elif not sets.IsEmpty then $"--set {List.last sets}:"
+    else
+        match args.TryGetResult Config with
+        | Some file -> $"{file}: key '{key}'"
+        | None -> $"key '{key}'"
 
 /// Checks a new run's paths before anything is loaded: the corpora exist, the starting point resolves, the run
 /// folder is free. Usage errors naming the flag or key.
@@ -103,15 +110,15 @@ let private checkNewRun (args: ParseResults<TrainArgs>) (config: TrainConfig) (r
     // Patterns (data/dev-*.parquet) are left to the corpus reader.
     let exists (p: string) = p.IndexOfAny [| '*'; '?' |] >= 0 || File.Exists p || Directory.Exists p
     if not (exists config.Data) then
-        let source = sourceOf "--data" "data" (args.Contains Data)
+        let source = sourceOf args "--data" "data" (args.Contains Data)
         invalidArg "--data" $"{source} {config.Data}: no such file or folder"
     match config.DevData with
     | Some d when not (exists d) ->
-        let source = sourceOf "--dev-data" "dev_data" (args.Contains Dev_Data)
+        let source = sourceOf args "--dev-data" "dev_data" (args.Contains Dev_Data)
         invalidArg "--dev-data" $"{source} {d}: no such file or folder"
     | _ -> ()
     if config.FromScratch.IsNone && not (Directory.Exists config.Model) then
-        let source = sourceOf "--model" "model" (args.Contains Model)
+        let source = sourceOf args "--model" "model" (args.Contains Model)
         invalidArg "--model" $"{source} {config.Model}: folder not found"
     try StartingPoint.ofConfig config |> ignore
     with :? InvalidDataException as e -> invalidArg "model" e.Message
