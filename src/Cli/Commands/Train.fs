@@ -124,7 +124,10 @@ let private checkNewRun (args: ParseResults<TrainArgs>) (config: TrainConfig) (r
     with :? InvalidDataException as e -> invalidArg "model" e.Message
     if File.Exists runDir then invalidArg outputFlag $"{outputFlag} {runDir} is a file, not a folder"
     if File.Exists(Path.Combine(runDir, Supervised.ConfigFile)) then
-        invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({Supervised.ConfigFile}): continue it with 'magnet train --resume {runDir}' or choose another folder"
+        if (Supervised.checkpoints runDir).IsEmpty then
+            invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({Supervised.ConfigFile}) that has no checkpoint to resume: remove the folder to start again, or choose another folder"
+        else
+            invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({Supervised.ConfigFile}): continue it with 'magnet train --resume {runDir}' or choose another folder"
 
 /// A path as the user can paste it into a shell.
 let private quoted (path: string) =

@@ -34,6 +34,8 @@ module NonFiniteStreak =
             | NonFiniteGradient -> "the gradient was NaN or infinite"
         let kept =
             match lastCheckpoint with
-            | Some c -> $"the newest checkpoint, {c}, holds the last good state"
-            | None -> "no checkpoint was written before (the run's starting model is unchanged)"
-        $"training stopped at step {step}: {streak} updates in a row were skipped ({why} at the last; key 'max_nonfinite_steps' tolerates {tolerance}); {kept}. lower 'lr' or 'predictor_lr' (or set 'max_grad_norm') and start a new run (docs/TRAINING.md#non-finite-steps)"
+            | Some c ->
+                let model = System.IO.Path.Combine(c, "model")
+                $"the newest checkpoint, {c}, holds the last good state. Lower 'lr' or 'predictor_lr' (or set 'max_grad_norm') and start a new run, e.g. from {model}"
+            | None -> "no checkpoint was written before (the starting model is unchanged). Lower 'lr' or 'predictor_lr' (or set 'max_grad_norm') and start again"
+        $"training stopped at step {step}: {streak} updates in a row were skipped ({why} at the last; key 'max_nonfinite_steps' tolerates {tolerance}); {kept} (docs/TRAINING.md#non-finite-steps)"
