@@ -25,13 +25,17 @@ type TrainConfig =
       /// A fresh model of this size (tiny, base or small), initialised as Hugging Face does; None = start from `model`
       /// (`from_scratch`).
       FromScratch: string option
-      /// Fresh-model overrides of the size's width, layers, heads, feed-forward width and vocabulary (`d_model`,
-      /// `encoder_layers`, `decoder_layers`, `attention_heads`, `ffn_dim` (None = 4 · d_model), `vocab_size`).
+      /// Fresh model: the width instead of the size's (`d_model`).
       DModel: int option
+      /// Fresh model: encoder layers instead of the size's (`encoder_layers`).
       EncoderLayers: int option
+      /// Fresh model: decoder layers instead of the size's (`decoder_layers`).
       DecoderLayers: int option
+      /// Fresh model: heads of every attention instead of the size's (`attention_heads`).
       AttentionHeads: int option
+      /// Fresh model: the feed-forward width; None = 4 · d_model when DModel is given, else the size's (`ffn_dim`).
       FfnDim: int option
+      /// Fresh model: 51864, 51865 or 51866, the vocabulary and its special tokens (`vocab_size`).
       VocabSize: int option
       /// The training corpus, as `Corpora.read` takes it (`data`).
       Data: string
