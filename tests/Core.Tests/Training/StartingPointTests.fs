@@ -1,7 +1,8 @@
 /// Where a run starts (issue 9 §1): a Hugging Face folder with `predictors`/`conv_strides` gives the tensors of the
 /// conversion `magnet convert --whisper` does (slots built here by hand, not parsed); a fresh model has the asked
 /// shapes, the vocabulary's special tokens and Hugging Face's initialisation (normal(0, 0.02) weights, zero biases,
-/// unit LayerNorms, a zero pad row, sinusoidal encoder positions written out here in float64); errors name the key.
+/// unit LayerNorms, a zero pad row, sinusoidal encoder positions written out here in float64); an original project's
+/// checkpoint (written here with torch.save's format) starts with the weights it was written from; errors name the key.
 /// And the non-finite stop: a run whose updates keep being skipped stops past `max_nonfinite_steps` without a
 /// checkpoint of that state.
 module MagnetWhisper.Tests.Training.StartingPointTests
@@ -15,6 +16,7 @@ open MagnetWhisper.Core.Whisper
 open MagnetWhisper.Core.Magnet
 open MagnetWhisper.Core.Training
 open MagnetWhisper.Tests.Magnet
+open MagnetWhisper.Tests.Magnet.MagnetFixtures
 open MagnetWhisper.Tests.Data
 
 let private small =
@@ -90,6 +92,37 @@ let tests =
             use other = StartingPoint.load start torch.CPU torch.float32
             let predictor (s: (string * torch.Tensor) list) = s |> List.filter (fun (n, _) -> n.Contains "boundary_predictors")
             Expect.isNonEmpty (TrainingFixtures.changed (predictor a) (predictor (stateOf other))) "the seed draws the new weights"
+        }
+
+        test "an original checkpoint folder starts with the weights it was written from" {
+            use temp = new MagnetFixtures.Temp()
+            use w = MagnetFixtures.whisper 47L small
+            use reference = MagnetWhisperModel.FromWhisper(w, withPredictor 1 Bp1 0.25)
+            let dir = temp.Sub "original"
+            w.Save dir
+            let prefix = "model.encoder.boundary_predictors.1."
+            TorchWriter.save (Path.Combine(dir, "boundary_predictors.bin"))
+                (Dict' [ Str' "1", TorchWriter.stateDict [ for n, t in reference.State do if n.StartsWith prefix then n.Substring prefix.Length, t ] ])
+            let pairs (xs: (int * Py) list) = List' [ for l, v in xs -> Tuple' [ Int'(int64 l); v ] ]
+            TorchWriter.save (Path.Combine(dir, "boundary_params.pt"))
+                (Dict'
+                    [ Str' "layer_priors", pairs [ 1, Float' 0.25 ]
+                      Str' "layer_temps", pairs [ 1, Float' 1.0 ]
+                      Str' "layer_thresholds", pairs [ 1, Float' 0.5 ]
+                      Str' "layer_types", pairs [ 0, Str' "Identity"; 1, Str' "BoundaryPredictor1" ] ])
+            let config = { TrainConfig.Default with Model = dir; Data = "unused" }
+            let start = StartingPoint.ofConfig config
+            match start with
+            | OriginalFolder d -> Expect.equal d dir "recognised as an original checkpoint"
+            | other -> failtest $"started from {other}"
+            use loaded = StartingPoint.load start torch.CPU torch.float32
+            Expect.equal (loaded.Options.Predictors |> List.map (fun s -> s.Layer, s.Predictor.Kind, s.Predictor.Prior)) [ 1, Bp1, 0.25 ] "the slot of boundary_params.pt"
+            let mine = dict (stateOf loaded)
+            let written = stateOf reference
+            Expect.isNonEmpty (written |> List.filter (fun (n, _) -> n.StartsWith prefix)) "predictor weights written"
+            Expect.isEmpty (TrainingFixtures.changed written [ for n, _ in written -> n, mine.[n] ]) "every written weight loaded"
+            let e = invalid (fun () -> StartingPoint.ofConfig { config with Predictors = [ "1:bp2" ] } |> ignore)
+            Expect.stringContains e "an original checkpoint" "predictors are refused for it"
         }
 
         test "from scratch: the asked shapes, the vocabulary's special tokens and Hugging Face's initialisation" {
