@@ -44,44 +44,11 @@ let private parseDtype (name: string) =
     | d when d = torch.float64 -> invalidArg "dtype" $"unknown dtype '{name}': use float32, float16 or bfloat16"
     | d -> d
 
-/// Parses LAYER:TYPE[:PRIOR[:POOLING]].
-let parsePredictor (spec: string) : PredictorSlot =
-    let parts = spec.Split(':')
-    if parts.Length < 2 || parts.Length > 4 then
-        invalidArg "predictor" $"--predictor '{spec}' must be LAYER:TYPE[:PRIOR[:POOLING]]"
-    let layer =
-        match Int32.TryParse parts.[0] with
-        | true, l -> l
-        | _ -> invalidArg "predictor" $"--predictor '{spec}': layer '{parts.[0]}' is not an integer"
-    let kind =
-        match parts.[1].Trim().ToLowerInvariant() with
-        | "bp1" | "boundarypredictor1" -> Bp1
-        | "bp2" | "boundarypredictor2" -> Bp2
-        | "bp3" | "boundarypredictor3" -> Bp3
-        | "bp4" | "boundarypredictor4" -> Bp4
-        | other -> invalidArg "predictor" $"--predictor '{spec}': unknown type '{other}' (bp1, bp2, bp3 or bp4)"
-    let prior =
-        if parts.Length >= 3 then
-            match Double.TryParse(parts.[2], Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
-            | true, p -> p
-            | _ -> invalidArg "predictor" $"--predictor '{spec}': prior '{parts.[2]}' is not a number"
-        else 0.08
-    let slot = PredictorSlot.Create(layer, kind, prior)
-    if parts.Length = 4 then
-        let pooling =
-            match parts.[3].Trim().ToLowerInvariant() with
-            | "attention" -> AttentionPooling
-            | "mean" -> MeanPooling
-            | other -> invalidArg "predictor" $"--predictor '{spec}': pooling '{other}' must be attention or mean"
-        { slot with Predictor = { slot.Predictor with Pooling = pooling } }
-    else slot
+/// Parses LAYER:TYPE[:PRIOR[:POOLING]] (PredictorSpec.parse, errors naming --predictor).
+let parsePredictor (spec: string) : PredictorSlot = PredictorSpec.parse "--predictor" spec
 
-/// Parses "2,2".
-let parseStrides (text: string) : int list =
-    [ for s in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
-          match Int32.TryParse s with
-          | true, v when v >= 1 -> v
-          | _ -> invalidArg "conv-strides" $"--conv-strides '{text}': '{s}' is not a positive integer" ]
+/// Parses "2,2" (PredictorSpec.parseStrides, errors naming --conv-strides).
+let parseStrides (text: string) : int list = PredictorSpec.parseStrides "--conv-strides" text
 
 /// Prints the slots of a model.
 let describe (m: MagnetWhisperModel) =

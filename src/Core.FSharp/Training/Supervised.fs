@@ -212,8 +212,8 @@ module Supervised =
                 let config = TrainConfig.validate config
                 if File.Exists configPath then
                     raise (IOException $"{runDir} already holds a run ({ConfigFile}); resume it or choose another folder")
-                if not (Directory.Exists config.Model) then
-                    raise (DirectoryNotFoundException $"key 'model': {config.Model} is not a folder")
+                // Resolved before anything is written, so a bad starting point leaves no run folder behind.
+                StartingPoint.ofConfig config |> ignore
                 Directory.CreateDirectory runDir |> ignore
                 TrainConfig.save configPath config
                 config, None
@@ -222,7 +222,7 @@ module Supervised =
         use model =
             match start with
             | Some c -> TrainingCheckpoint.loadModel c device torch.float32
-            | None -> MagnetFormat.load config.Model device torch.float32
+            | None -> StartingPoint.load (StartingPoint.ofConfig config) device torch.float32
         model.train()
         TrainedParts.apply config.TrainedParts model |> ignore
         use optimizer = Optimizer.forMagnet (optimizerSettings config) model
@@ -293,6 +293,7 @@ module Supervised =
                 events.Evaluated { Step = step; Wer = wer; Cer = result.Score.Characters.Rate; Compression = compression; IsBest = isBest }
         let clock = Stopwatch.StartNew()
         let mutable outcome = None
+        let mutable nonFinite = 0
         if step >= config.MaxSteps then outcome <- Some Completed
         // The loader's epochs: enough for max_steps batches of a corpus whose every epoch has at least one batch.
         let batches = loader.Batches(position, position.Epoch + config.MaxSteps, CancellationToken.None)
@@ -322,6 +323,7 @@ module Supervised =
             let report = TrainingStep.run optimizer { MaxGradientNorm = config.MaxGradientNorm } multiplier rows counts loss
             step <- step + 1
             position <- loaded.Next
+            nonFinite <- NonFiniteStreak.next nonFinite report.Skipped
             let seconds = watch.Elapsed.TotalSeconds
             let compression = if kept.Count = 0 then nan else Seq.average kept
             let samplesPerSecond = float batch.Ids.Length / max 1e-9 seconds
@@ -350,6 +352,11 @@ module Supervised =
             events.Progress
                 { Step = step; FirstStep = firstStep; MaxSteps = config.MaxSteps; Loss = report.Loss; Compression = compression
                   SamplesPerSecond = samplesPerSecond; ElapsedSeconds = clock.Elapsed.TotalSeconds }
+            if NonFiniteStreak.exceeds config.MaxNonFiniteSteps nonFinite then
+                // No checkpoint of this state: the newest one stays the last good one.
+                sink.Flush()
+                let message = NonFiniteStreak.message step nonFinite config.MaxNonFiniteSteps report.Skipped.Value lastCheckpoint
+                raise (NonFiniteTrainingException(message, step, lastCheckpoint))
             let finished = step >= config.MaxSteps
             if dev.IsSome && ((config.EvalEvery > 0 && step % config.EvalEvery = 0) || finished) then
                 evaluate ()

@@ -13,8 +13,30 @@ open MagnetWhisper.Core.Whisper
 
 /// Everything a supervised run is configured by. `TrainConfig.Default` holds the defaults.
 type TrainConfig =
-    { /// The MagnetWhisper folder training starts from (`model`).
+    { /// The folder training starts from: a MagnetWhisper, Hugging Face Whisper or original checkpoint folder; empty
+      /// with FromScratch (`model`).
       Model: string
+      /// Predictor slots (LAYER:TYPE[:PRIOR[:POOLING]], as `magnet convert --predictor`) added to a Hugging Face
+      /// Whisper folder or a fresh model (`predictors`).
+      Predictors: string list
+      /// Strides of extra convolutions after conv2 (as `magnet convert --conv-strides`), for a Hugging Face Whisper
+      /// folder or a fresh model (`conv_strides`).
+      ConvStrides: int list
+      /// A fresh model of this size (tiny, base or small), initialised as Hugging Face does; None = start from `model`
+      /// (`from_scratch`).
+      FromScratch: string option
+      /// Fresh model: the width instead of the size's (`d_model`).
+      DModel: int option
+      /// Fresh model: encoder layers instead of the size's (`encoder_layers`).
+      EncoderLayers: int option
+      /// Fresh model: decoder layers instead of the size's (`decoder_layers`).
+      DecoderLayers: int option
+      /// Fresh model: heads of every attention instead of the size's (`attention_heads`).
+      AttentionHeads: int option
+      /// Fresh model: the feed-forward width; None = 4 · d_model when DModel is given, else the size's (`ffn_dim`).
+      FfnDim: int option
+      /// Fresh model: 51864, 51865 or 51866, the vocabulary and its special tokens (`vocab_size`).
+      VocabSize: int option
       /// The training corpus, as `Corpora.read` takes it (`data`).
       Data: string
       /// The dev corpus evaluated every EvalEvery steps; None = no evaluation (`dev_data`).
@@ -63,18 +85,23 @@ type TrainConfig =
       /// Background tasks loading audio (`workers`).
       Workers: int
       /// Utterances longer than this many seconds are left out; None = up to the 30 s window (`max_duration`).
-      MaxDuration: float option }
+      MaxDuration: float option
+      /// Updates skipped in a row for a NaN or infinite loss or gradient that the run tolerates; one more stops it
+      /// (`max_nonfinite_steps`).
+      MaxNonFiniteSteps: int }
 
 /// Reading, overriding and writing configurations.
 [<RequireQualifiedAccess>]
 module TrainConfig =
     /// The defaults (model and data must be given).
     let Default =
-        { Model = ""; Data = ""; DevData = None; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
+        { Model = ""; Predictors = []; ConvStrides = []; FromScratch = None; DModel = None; EncoderLayers = None
+          DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
           PredictorLearningRate = Some 1e-3; WarmupRatio = 0.1; Decay = LinearDecay; WeightDecay = 0.01
           MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1
           LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
-          KeepCheckpoints = 3; Seed = 0L; Language = "en"; Workers = 2; MaxDuration = None }
+          KeepCheckpoints = 3; Seed = 0L; Language = "en"; Workers = 2; MaxDuration = None
+          MaxNonFiniteSteps = 10 }
 
     let private decayName (d: LearningRateDecay) =
         match d with
@@ -116,9 +143,42 @@ module TrainConfig =
         | Some v -> w.WriteNumber(name, v)
         | None -> w.WriteNull name
 
+    let private writeIntOption (w: Utf8JsonWriter) (name: string) (value: int option) =
+        match value with
+        | Some v -> w.WriteNumber(name, v)
+        | None -> w.WriteNull name
+
+    let private array (where: string) (key: string) (what: string) (v: JsonElement) (read: JsonElement -> 'a) : 'a list =
+        if v.ValueKind <> JsonValueKind.Array then fail where key $"must be an array of {what}, got {v.GetRawText()}"
+        [ for e in v.EnumerateArray() -> read e ]
+
+    /// A fresh model's size key: an integer of at least 1 or null.
+    let private sizeKey (name: string) (get: TrainConfig -> int option) (update: int option -> TrainConfig -> TrainConfig) : Key =
+        { Name = name
+          Read = fun at v c -> update (optional v (int' at name 1)) c
+          Write = fun w c -> writeIntOption w name (get c) }
+
     let private keys: Key list =
         let k name read write = { Name = name; Read = read; Write = write }
         [ k "model" (fun at v c -> { c with Model = str at "model" v }) (fun w c -> w.WriteString("model", c.Model))
+          k "predictors" (fun at v c -> { c with Predictors = array at "predictors" "LAYER:TYPE[:PRIOR[:POOLING]] strings" v (str at "predictors") })
+              (fun w c ->
+                  w.WriteStartArray "predictors"
+                  for p in c.Predictors do w.WriteStringValue p
+                  w.WriteEndArray())
+          k "conv_strides" (fun at v c -> { c with ConvStrides = array at "conv_strides" "positive integers" v (int' at "conv_strides" 1) })
+              (fun w c ->
+                  w.WriteStartArray "conv_strides"
+                  for p in c.ConvStrides do w.WriteNumberValue p
+                  w.WriteEndArray())
+          k "from_scratch" (fun at v c -> { c with FromScratch = optional v (str at "from_scratch") }) (fun w c ->
+              match c.FromScratch with Some s -> w.WriteString("from_scratch", s) | None -> w.WriteNull "from_scratch")
+          sizeKey "d_model" _.DModel (fun x c -> { c with DModel = x })
+          sizeKey "encoder_layers" _.EncoderLayers (fun x c -> { c with EncoderLayers = x })
+          sizeKey "decoder_layers" _.DecoderLayers (fun x c -> { c with DecoderLayers = x })
+          sizeKey "attention_heads" _.AttentionHeads (fun x c -> { c with AttentionHeads = x })
+          sizeKey "ffn_dim" _.FfnDim (fun x c -> { c with FfnDim = x })
+          sizeKey "vocab_size" _.VocabSize (fun x c -> { c with VocabSize = x })
           k "data" (fun at v c -> { c with Data = str at "data" v }) (fun w c -> w.WriteString("data", c.Data))
           k "dev_data" (fun at v c -> { c with DevData = optional v (str at "dev_data") }) (fun w c ->
               match c.DevData with Some d -> w.WriteString("dev_data", d) | None -> w.WriteNull "dev_data")
@@ -170,7 +230,9 @@ module TrainConfig =
           k "language" (fun at v c -> { c with Language = str at "language" v }) (fun w c -> w.WriteString("language", c.Language))
           k "workers" (fun at v c -> { c with Workers = int' at "workers" 1 v }) (fun w c -> w.WriteNumber("workers", c.Workers))
           k "max_duration" (fun at v c -> { c with MaxDuration = optional v (num at "max_duration" (fun x -> x > 0.0 && x <= 30.0) "a number in (0, 30] or null") })
-              (fun w c -> writeOption w "max_duration" c.MaxDuration) ]
+              (fun w c -> writeOption w "max_duration" c.MaxDuration)
+          k "max_nonfinite_steps" (fun at v c -> { c with MaxNonFiniteSteps = int' at "max_nonfinite_steps" 0 v })
+              (fun w c -> w.WriteNumber("max_nonfinite_steps", c.MaxNonFiniteSteps)) ]
 
     /// Every key's name, in the order config.json lists them.
     let keyNames: string list = keys |> List.map _.Name
@@ -193,25 +255,40 @@ module TrainConfig =
         if not (File.Exists path) then raise (FileNotFoundException($"{path}: no such configuration file", path))
         applyJson path (File.ReadAllText path) Default
 
-    /// Applies one `key=value` override: the value is read as JSON when it parses as JSON (numbers, null, true,
-    /// arrays, quoted strings), as a string otherwise.
+    /// Sets one key from text, `where` naming its source in errors (a flag such as "--lr 3"): the value is read as
+    /// JSON when it parses as JSON (numbers, null, true, arrays, quoted strings), as a string otherwise.
+    let setValue (where: string) (key: string) (value: string) (config: TrainConfig) : TrainConfig =
+        let json =
+            try
+                use d = JsonDocument.Parse value
+                d.RootElement.GetRawText()
+            with :? JsonException -> JsonSerializer.Serialize value
+        use parsed = JsonDocument.Parse json
+        (find where key).Read where parsed.RootElement config
+
+    /// Applies one `key=value` override (see setValue).
     let set (assignment: string) (config: TrainConfig) : TrainConfig =
         let where = $"--set {assignment}"
         match assignment.IndexOf '=' with
-        | i when i > 0 ->
-            let key = assignment.Substring(0, i).Trim()
-            let value = assignment.Substring(i + 1).Trim()
-            let json =
-                try
-                    use d = JsonDocument.Parse value
-                    d.RootElement.GetRawText()
-                with :? JsonException -> JsonSerializer.Serialize value
-            (find where key).Read where (JsonDocument.Parse(json).RootElement) config
+        | i when i > 0 -> setValue where (assignment.Substring(0, i).Trim()) (assignment.Substring(i + 1).Trim()) config
         | _ -> raise (InvalidDataException $"{where}: must be key=value")
 
-    /// Fails unless the run can start: model and data given, targets known.
+    /// Fails unless the run can start: one starting point (model or from_scratch) and data given, size keys only
+    /// with from_scratch, targets known.
     let validate (config: TrainConfig) : TrainConfig =
-        if String.IsNullOrWhiteSpace config.Model then raise (InvalidDataException "key 'model' is not set: give the MagnetWhisper folder to train")
+        let hasModel = not (String.IsNullOrWhiteSpace config.Model)
+        match hasModel, config.FromScratch with
+        | false, None ->
+            raise (InvalidDataException "key 'model' is not set: give the folder training starts from (MagnetWhisper, Hugging Face Whisper or original checkpoint), or key 'from_scratch' with a size")
+        | true, Some _ -> raise (InvalidDataException "keys 'model' and 'from_scratch' are both set: a run starts from a folder or from scratch, not both")
+        | _ -> ()
+        if config.FromScratch.IsNone then
+            let sizes =
+                [ "d_model", config.DModel; "encoder_layers", config.EncoderLayers; "decoder_layers", config.DecoderLayers
+                  "attention_heads", config.AttentionHeads; "ffn_dim", config.FfnDim; "vocab_size", config.VocabSize ]
+            match sizes |> List.filter (fun (_, v) -> v.IsSome) with
+            | (name, _) :: _ -> raise (InvalidDataException $"key '{name}' sizes a fresh model: it needs key 'from_scratch' (the size it modifies)")
+            | [] -> ()
         if String.IsNullOrWhiteSpace config.Data then raise (InvalidDataException "key 'data' is not set: give the training corpus")
         if config.MicroBatches > config.BatchSize then
             raise (InvalidDataException $"key 'micro_batches' ({config.MicroBatches}) is larger than key 'batch_size' ({config.BatchSize})")
