@@ -49,14 +49,41 @@ namespace MagnetWhisper
         /// <summary>A configuration file (JSON) read before the properties are applied; null starts from the defaults.</summary>
         public string? ConfigFile { get; init; }
 
-        /// <summary>The MagnetWhisper folder training starts from (<c>model</c>).</summary>
+        /// <summary>The folder training starts from (<c>model</c>): a MagnetWhisper folder, a Hugging Face Whisper folder (with <see cref="Predictors"/>) or an original project's checkpoint.</summary>
         public string? Model { get; init; }
+
+        /// <summary>A fresh model of this size instead of <see cref="Model"/>: "tiny", "base" or "small", initialised as Hugging Face does (<c>from_scratch</c>).</summary>
+        public string? FromScratch { get; init; }
+
+        /// <summary>Predictor slots added to a Hugging Face Whisper folder or a fresh model, as <c>magnet convert --predictor</c> takes them: "LAYER:TYPE[:PRIOR[:POOLING]]" (<c>predictors</c>).</summary>
+        public IReadOnlyList<string>? Predictors { get; init; }
+
+        /// <summary>A fresh model's width instead of its size's (<c>d_model</c>).</summary>
+        public int? ModelWidth { get; init; }
+
+        /// <summary>A fresh model's encoder layers instead of its size's (<c>encoder_layers</c>).</summary>
+        public int? EncoderLayers { get; init; }
+
+        /// <summary>A fresh model's decoder layers instead of its size's (<c>decoder_layers</c>).</summary>
+        public int? DecoderLayers { get; init; }
+
+        /// <summary>A fresh model's attention heads instead of its size's (<c>attention_heads</c>).</summary>
+        public int? AttentionHeads { get; init; }
+
+        /// <summary>Updates skipped in a row for a non-finite loss or gradient before the run stops (<c>max_nonfinite_steps</c>).</summary>
+        public int? MaxNonFiniteSteps { get; init; }
 
         /// <summary>The training corpus: a folder of audio files with same-name .txt transcripts, or any corpus <c>magnet eval</c> reads (<c>data</c>).</summary>
         public string? Data { get; init; }
 
         /// <summary>The dev corpus evaluated every <see cref="EvalEvery"/> steps and at the end (<c>dev_data</c>); null = the file's or none.</summary>
         public string? DevData { get; init; }
+
+        /// <summary>Splits of <see cref="Data"/> to train on, e.g. "train" of a synthesised manifest (<c>data_splits</c>); null = the file's or every utterance.</summary>
+        public IReadOnlyList<string>? DataSplits { get; init; }
+
+        /// <summary>Splits of <see cref="DevData"/> to evaluate, e.g. "dev" (<c>dev_splits</c>); null = the file's or every utterance.</summary>
+        public IReadOnlyList<string>? DevSplits { get; init; }
 
         /// <summary>Optimizer updates of the run (<c>max_steps</c>, default 1000).</summary>
         public int? MaxSteps { get; init; }
@@ -167,9 +194,25 @@ namespace MagnetWhisper
                 void Str(string key, string? v) { if (v is not null) w.WriteString(key, v); }
                 void Int(string key, long? v) { if (v is { } x) w.WriteNumber(key, x); }
                 void Num(string key, double? v) { if (v is { } x) w.WriteNumber(key, x); }
+                void Strs(string key, IReadOnlyList<string>? values, string property)
+                {
+                    if (values is null) return;
+                    w.WriteStartArray(key);
+                    foreach (var v in values) w.WriteStringValue(v ?? throw new ArgumentException($"{property} must not hold null.", property));
+                    w.WriteEndArray();
+                }
                 Str("model", Model);
+                Str("from_scratch", FromScratch);
+                Strs("predictors", Predictors, nameof(Predictors));
+                Int("d_model", ModelWidth);
+                Int("encoder_layers", EncoderLayers);
+                Int("decoder_layers", DecoderLayers);
+                Int("attention_heads", AttentionHeads);
+                Int("max_nonfinite_steps", MaxNonFiniteSteps);
                 Str("data", Data);
                 Str("dev_data", DevData);
+                Strs("data_splits", DataSplits, nameof(DataSplits));
+                Strs("dev_splits", DevSplits, nameof(DevSplits));
                 Int("max_steps", MaxSteps);
                 Int("batch_size", BatchSize);
                 Int("micro_batches", MicroBatches);
@@ -186,12 +229,7 @@ namespace MagnetWhisper
                 }
                 else Num("max_grad_norm", MaxGradientNorm);
                 Str("trained_parts", TrainedParts is { } p ? PartsName(p) : null);
-                if (Targets is not null)
-                {
-                    w.WriteStartArray("targets");
-                    foreach (var t in Targets) w.WriteStringValue(t ?? throw new ArgumentException("Targets must not hold null.", nameof(Targets)));
-                    w.WriteEndArray();
-                }
+                Strs("targets", Targets, nameof(Targets));
                 Num("temperature_start", TemperatureStart);
                 Num("temperature_end", TemperatureEnd);
                 Int("log_every", LogEvery);

@@ -204,7 +204,8 @@ public sealed class SupervisedTrainerTests : IDisposable
         {
             Model = "m", Data = "d", MaxSteps = 7, TrainedParts = TrainedParts.PredictorsAndConvolutions, Decay = LearningRateDecay.Cosine,
             NoGradientClipping = true, MaxDuration = TimeSpan.FromSeconds(12.5), Targets = new[] { "phonemes" }, Seed = -3,
-            Settings = new[] { "batch_size=5", "language=de" },
+            Settings = new[] { "batch_size=5", "language=de" }, DataSplits = new[] { "train" }, DevSplits = new[] { "dev", "test" },
+            MaxNonFiniteSteps = 4,
         };
         using var json = JsonDocument.Parse(options.ToConfigJson());
         var r = json.RootElement;
@@ -219,6 +220,17 @@ public sealed class SupervisedTrainerTests : IDisposable
         Assert.Equal(-3, r.GetProperty("seed").GetInt64());
         Assert.Equal(5, r.GetProperty("batch_size").GetInt32());
         Assert.Equal("de", r.GetProperty("language").GetString());
+        Assert.Equal(new[] { "train" }, r.GetProperty("data_splits").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(new[] { "dev", "test" }, r.GetProperty("dev_splits").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(4, r.GetProperty("max_nonfinite_steps").GetInt32());
+        // A fresh model instead of a folder.
+        var fresh = new SupervisedTrainingOptions { FromScratch = "tiny", Predictors = new[] { "2:bp1:0.2" }, ModelWidth = 64, EncoderLayers = 3, Data = "d" };
+        using var freshJson = JsonDocument.Parse(fresh.ToConfigJson());
+        var f = freshJson.RootElement;
+        Assert.Equal("tiny", f.GetProperty("from_scratch").GetString());
+        Assert.Equal(new[] { "2:bp1:0.2" }, f.GetProperty("predictors").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(64, f.GetProperty("d_model").GetInt32());
+        Assert.Equal(3, f.GetProperty("encoder_layers").GetInt32());
         // Unset properties keep the documented defaults (docs/TRAINING.md).
         Assert.Equal(1e-5, r.GetProperty("lr").GetDouble());
         Assert.Equal(10, r.GetProperty("log_every").GetInt32());

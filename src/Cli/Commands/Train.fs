@@ -22,6 +22,8 @@ type TrainArgs =
     | From_Scratch of size: string
     | Data of corpus: string
     | Dev_Data of corpus: string
+    | Data_Split of names: string
+    | Dev_Split of names: string
     | Max_Steps of int
     | Batch_Size of int
     | Lr of float
@@ -41,6 +43,8 @@ type TrainArgs =
             | From_Scratch _ -> "train a fresh model of this size (key from_scratch): tiny, base or small; size keys via --set."
             | Data _ -> "training corpus (key data): a folder of audio + .txt, a JSONL manifest, ..."
             | Dev_Data _ -> "dev corpus evaluated every --eval-every steps (key dev_data)."
+            | Data_Split _ -> "comma-separated splits of --data to train on, e.g. train (key data_splits; default: all)."
+            | Dev_Split _ -> "comma-separated splits of --dev-data to evaluate, e.g. dev (key dev_splits; default: all)."
             | Max_Steps _ -> "optimizer updates of the run (key max_steps)."
             | Batch_Size _ -> "utterances per update (key batch_size)."
             | Lr _ -> "peak learning rate of every trained parameter but the predictors (key lr)."
@@ -54,12 +58,15 @@ type TrainArgs =
 let private keyFlags (args: ParseResults<TrainArgs>) : (string * string * string) list =
     let text (s: string) = JsonSerializer.Serialize s
     let number (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
+    let names (s: string) = JsonSerializer.Serialize(s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries))
     [ for a in args.GetAllResults() do
           match a with
           | Model d -> "--model", "model", text d
           | From_Scratch s -> "--from-scratch", "from_scratch", text s
           | Data d -> "--data", "data", text d
           | Dev_Data d -> "--dev-data", "dev_data", text d
+          | Data_Split s -> "--data-split", "data_splits", names s
+          | Dev_Split s -> "--dev-split", "dev_splits", names s
           | Max_Steps n -> "--max-steps", "max_steps", string n
           | Batch_Size n -> "--batch-size", "batch_size", string n
           | Lr x -> "--lr", "lr", number x

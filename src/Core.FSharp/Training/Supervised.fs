@@ -187,9 +187,9 @@ module Supervised =
               let hi = (i + 1) * rows / parts
               int64 lo, int64 (hi - lo) ]
 
-    let private readCorpus (config: TrainConfig) (workers: int) (ffmpeg: string option) (key: string) (path: string) : Corpus =
+    let private readCorpus (config: TrainConfig) (workers: int) (ffmpeg: string option) (key: string) (splits: string list) (path: string) : Corpus =
         let corpus =
-            try Corpora.read { CorpusOptions.Default with MaxDuration = config.MaxDuration } path
+            try Corpora.read { CorpusOptions.Default with MaxDuration = config.MaxDuration; Splits = splits } path
             with :? InvalidDataException as e -> raise (InvalidDataException $"key '{key}' ({path}): {e.Message}")
         let measured = BatchLoader.measure workers ffmpeg CancellationToken.None corpus
         if measured.Utterances.Length = 0 then raise (InvalidDataException $"key '{key}' ({path}): the corpus holds no usable utterance")
@@ -239,8 +239,8 @@ module Supervised =
             standing <- standingOf (Path.Combine(c, TrainingCheckpoint.TrainerFile)) saved.Config
         | None -> ()
         let firstStep = step
-        let train = readCorpus config config.Workers options.Ffmpeg "data" config.Data
-        let dev = config.DevData |> Option.map (readCorpus config config.Workers options.Ffmpeg "dev_data")
+        let train = readCorpus config config.Workers options.Ffmpeg "data" config.DataSplits config.Data
+        let dev = config.DevData |> Option.map (readCorpus config config.Workers options.Ffmpeg "dev_data" config.DevSplits)
         let collate = CollateOptions.ForMagnet(model, config.Language, Transcribe, targetKinds config model)
         let batching =
             { Seed = config.Seed; Shuffle = true; Size = Utterances config.BatchSize; BucketWindow = Some(50 * config.BatchSize) }

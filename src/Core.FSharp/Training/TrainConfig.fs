@@ -41,6 +41,11 @@ type TrainConfig =
       Data: string
       /// The dev corpus evaluated every EvalEvery steps; None = no evaluation (`dev_data`).
       DevData: string option
+      /// Splits of `data` to train on (a manifest's "split" field, LibriSpeech's split folders); empty = every
+      /// utterance (`data_splits`).
+      DataSplits: string list
+      /// Splits of `dev_data` to evaluate; empty = every utterance (`dev_splits`).
+      DevSplits: string list
       /// Optimizer updates of the run (`max_steps`).
       MaxSteps: int
       /// Utterances per update (`batch_size`).
@@ -96,7 +101,7 @@ module TrainConfig =
     /// The defaults (model and data must be given).
     let Default =
         { Model = ""; Predictors = []; ConvStrides = []; FromScratch = None; DModel = None; EncoderLayers = None
-          DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
+          DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; DataSplits = []; DevSplits = []; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
           PredictorLearningRate = Some 1e-3; WarmupRatio = 0.1; Decay = LinearDecay; WeightDecay = 0.01
           MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1
           LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
@@ -158,6 +163,18 @@ module TrainConfig =
           Read = fun at v c -> update (optional v (int' at name 1)) c
           Write = fun w c -> writeIntOption w name (get c) }
 
+    /// A list of names: a JSON array of strings, or one string.
+    let private strings (where: string) (key: string) (v: JsonElement) : string list =
+        match v.ValueKind with
+        | JsonValueKind.String -> [ v.GetString() ]
+        | JsonValueKind.Array -> [ for e in v.EnumerateArray() -> str where key e ]
+        | _ -> fail where key $"must be a name or an array of names, got {v.GetRawText()}"
+
+    let private writeStrings (w: Utf8JsonWriter) (name: string) (values: string list) =
+        w.WriteStartArray name
+        for x in values do w.WriteStringValue x
+        w.WriteEndArray()
+
     let private keys: Key list =
         let k name read write = { Name = name; Read = read; Write = write }
         [ k "model" (fun at v c -> { c with Model = str at "model" v }) (fun w c -> w.WriteString("model", c.Model))
@@ -182,6 +199,8 @@ module TrainConfig =
           k "data" (fun at v c -> { c with Data = str at "data" v }) (fun w c -> w.WriteString("data", c.Data))
           k "dev_data" (fun at v c -> { c with DevData = optional v (str at "dev_data") }) (fun w c ->
               match c.DevData with Some d -> w.WriteString("dev_data", d) | None -> w.WriteNull "dev_data")
+          k "data_splits" (fun at v c -> { c with DataSplits = strings at "data_splits" v }) (fun w c -> writeStrings w "data_splits" c.DataSplits)
+          k "dev_splits" (fun at v c -> { c with DevSplits = strings at "dev_splits" v }) (fun w c -> writeStrings w "dev_splits" c.DevSplits)
           k "max_steps" (fun at v c -> { c with MaxSteps = int' at "max_steps" 1 v }) (fun w c -> w.WriteNumber("max_steps", c.MaxSteps))
           k "batch_size" (fun at v c -> { c with BatchSize = int' at "batch_size" 1 v }) (fun w c -> w.WriteNumber("batch_size", c.BatchSize))
           k "micro_batches" (fun at v c -> { c with MicroBatches = int' at "micro_batches" 1 v }) (fun w c -> w.WriteNumber("micro_batches", c.MicroBatches))

@@ -140,6 +140,9 @@ let tests =
             Expect.stringContains (message (fun () -> TrainConfig.validate TrainConfig.Default)) "key 'model'" "model missing"
             let c = TrainConfig.Default |> TrainConfig.set "max_steps=7" |> TrainConfig.set "dev_data=dev" |> TrainConfig.set "max_grad_norm=null"
             Expect.equal (c.MaxSteps, c.DevData, c.MaxGradientNorm) (7, Some "dev", None) "overrides"
+            Expect.equal (TrainConfig.set "data_splits=train" TrainConfig.Default).DataSplits [ "train" ] "one split by name"
+            Expect.equal (TrainConfig.set """dev_splits=["dev","test"]""" TrainConfig.Default).DevSplits [ "dev"; "test" ] "a list of splits"
+            Expect.stringContains (message (fun () -> TrainConfig.set "data_splits=3" TrainConfig.Default)) "key 'data_splits'" "splits are names"
             Expect.equal (TrainConfig.applyJson "resolved" (TrainConfig.toJson c) TrainConfig.Default) c "the resolved file reads back"
         }
     ]
