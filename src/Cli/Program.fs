@@ -19,6 +19,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Visualize of ParseResults<Visualize.VisualizeArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Corpus of ParseResults<Corpus.CorpusArgs>
+    | [<CliPrefix(CliPrefix.None)>] Grpo of ParseResults<Grpo.GrpoArgs>
     | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
@@ -32,6 +33,7 @@ type Command =
             | Transcribe _ -> "transcribe or translate audio files with a Whisper checkpoint (txt, vtt, srt, tsv, json)."
             | Visualize _ -> "write an HTML page of one audio's log-mel, boundary probabilities and boundaries, phones and transcript."
             | Corpus _ -> "make corpora: synth speaks generated sentences with espeak-ng, festival and flite."
+            | Grpo _ -> "train the boundary predictors by GRPO (reinforcement learning over sampled boundaries, docs/GRPO.md)."
             | Eval _ -> "evaluate a Whisper or MagnetWhisper folder on a corpus: WER, CER, compression, real-time factor."
             | Version -> "print the version and exit."
 
@@ -83,6 +85,7 @@ let main argv =
         | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
         | "visualize" :: rest -> Args.rejectUnknown<Visualize.VisualizeArgs> "visualize" rest
         | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
+        | "grpo" :: rest -> Args.rejectUnknown<Grpo.GrpoArgs> "grpo" rest
         | "corpus" :: rest -> Args.rejectUnknownInSubcommand<Corpus.CorpusArgs> "corpus" rest
         | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
@@ -108,6 +111,7 @@ let main argv =
         | Visualize a -> Visualize.run a
         | Eval a -> Eval.run a
         | Corpus a -> Corpus.run a
+        | Grpo a -> Grpo.run a
     with
     | :? ArgumentException as e ->
         // .NET appends " (Parameter 'name')"; the message itself already names the flag.
