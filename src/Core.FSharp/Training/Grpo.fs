@@ -175,6 +175,8 @@ module Grpo =
             { Seed = common.Seed; Shuffle = true; Size = Utterances common.BatchSize; BucketWindow = Some(50 * common.BatchSize) }
         let loader =
             BatchLoader(collate, batching, { Workers = common.Workers; Ahead = 4 * common.BatchSize; Ffmpeg = options.Ffmpeg; Device = device }, train.Utterances)
+        // The policy is the predictors: their peak rate is the one logged.
+        let policyLearningRate = defaultArg common.PredictorLearningRate common.LearningRate
         let schedule = LearningRate.validate (LearningRateSchedule.WithWarmupRatio(common.MaxSteps, common.WarmupRatio, common.Decay))
         use sink = MetricsSinks.runFolder runDir (if resume then Some(int64 step) else None)
         let evaluation =
@@ -247,7 +249,7 @@ module Grpo =
                            MetricKeys.TrainCompressionRatio, (layers |> List.averageBy snd)
                            MetricKeys.TrainPolicyLoss, report.PolicyLoss
                            MetricKeys.TrainGradNorm, report.GradientNorm
-                           MetricKeys.TrainLearningRate, common.LearningRate * multiplier
+                           MetricKeys.TrainLearningRate, policyLearningRate * multiplier
                            MetricKeys.TrainEpoch, epoch
                            GrpoMetricKeys.ZeroSpreadFraction, report.ZeroSpreadFraction
                            GrpoMetricKeys.ClipFraction, report.ClipFraction
