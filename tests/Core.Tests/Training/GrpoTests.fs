@@ -176,6 +176,46 @@ let tests =
             Expect.floatClose { absolute = 1e-12; relative = 0.0 } report.ApproxKl 0.0 "on-policy: ratio 1"
         }
 
+        test "predictors only: other parameters get no gradient, and the clipped norm is the predictors' gradient norm" {
+            use _ = torch.NewDisposeScope()
+            let config = MagnetFixtures.config
+            use model = MagnetFixtures.magnet 12L config TrainingFixtures.options
+            let trained = TrainedParts.apply PredictorsOnly model
+            Expect.isTrue (trained |> List.forall (fun n -> n.Contains ".boundary_predictors.")) "only predictor parameters train"
+            use optimizer = Optimizer.forMagnet (OptimizerSettings.Default 1e-3) model
+            let settings = { GrpoSettings.Default with InnerEpochs = 1; MaxGradientNorm = Some 1e-6 }
+            let batch = TrainingFixtures.batch 6L config 3
+            let mel, mask = GrpoBatch.tile settings.GroupSize batch.Mel, GrpoBatch.tile settings.GroupSize batch.Mask
+            use g = Boundaries.generator 8L torch.CPU
+            let rollout =
+                use _ = torch.no_grad ()
+                use enc = model.Encode { EncoderInput.Training(mel, Some mask, None, g) with Rl = true }
+                let zeros = torch.zeros(mel.shape.[0])
+                GrpoStep.rollout enc (GrpoStep.keptFraction enc) zeros zeros None
+            let evaluate = GrpoStep.replayEncoder model (EncoderInput.Inference(mel, Some mask))
+            // The first epoch's gradient, by hand: the objective's backward, then the norm over every parameter that got one.
+            use advantages = GrpoAdvantages.compute settings.Normalisation settings.GroupSize rollout.Rewards
+            let policy = evaluate rollout.Actions
+            let terms = GrpoObjective.terms settings.Objective policy.LogProb rollout.OldLogProb advantages.Advantages None policy.Entropy
+            terms.Loss.backward()
+            let withGradient = [ for struct (n, p) in model.named_parameters() do if not (isNull p.grad) then n, p.grad.detach().to_type(torch.float64) ]
+            Expect.isNonEmpty withGradient "the predictors get a gradient"
+            for n, _ in withGradient do
+                Expect.stringContains n ".boundary_predictors." $"{n} is a predictor parameter"
+            let norm = sqrt (withGradient |> List.sumBy (fun (_, g) -> g.square().sum().item<float>()))
+            for struct (_, p) in model.named_parameters() do p.grad <- null
+            let before = TrainingFixtures.copies [ for struct (n, p) in model.named_parameters() -> n, p ]
+            let report = GrpoStep.update optimizer settings 1.0 rollout evaluate
+            Expect.floatClose { absolute = 1e-9; relative = 1e-6 } report.GradientNorm norm "the clipping norm is the predictors' gradient norm"
+            let after = [ for struct (n, p) in model.named_parameters() -> n, p :> Tensor ]
+            let moved = TrainingFixtures.changed before after
+            Expect.isNonEmpty moved "the step moved the predictors"
+            for n in moved do
+                Expect.stringContains n ".boundary_predictors." $"only predictor parameters move ({n})"
+            for struct (n, p) in model.named_parameters() do
+                Expect.isTrue (isNull p.grad) $"no gradient is left on {n}"
+        }
+
         for fewer in [ true; false ] do
             let direction = if fewer then "fewer" else "more"
             test $"a toy reward for {direction} boundaries moves the expected kept fraction that way at every checkpoint" {
