@@ -20,6 +20,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Corpus of ParseResults<Corpus.CorpusArgs>
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<Train.TrainArgs>
+    | [<CliPrefix(CliPrefix.None)>] Grpo of ParseResults<Grpo.GrpoArgs>
     | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
@@ -34,6 +35,7 @@ type Command =
             | Visualize _ -> "write an HTML page of one audio's log-mel, boundary probabilities and boundaries, phones and transcript."
             | Corpus _ -> "make corpora: synth speaks generated sentences with espeak-ng, festival and flite."
             | Train _ -> "train a model (supervised): from a config file and flags into a run folder; --resume continues one."
+            | Grpo _ -> "train the boundary predictors by GRPO (reinforcement learning over sampled boundaries, docs/GRPO.md)."
             | Eval _ -> "evaluate a Whisper or MagnetWhisper folder on a corpus: WER, CER, compression, real-time factor."
             | Version -> "print the version and exit."
 
@@ -86,6 +88,7 @@ let main argv =
         | "visualize" :: rest -> Args.rejectUnknown<Visualize.VisualizeArgs> "visualize" rest
         | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
         | "train" :: rest -> Args.rejectUnknown<Train.TrainArgs> "train" rest
+        | "grpo" :: rest -> Args.rejectUnknown<Grpo.GrpoArgs> "grpo" rest
         | "corpus" :: rest -> Args.rejectUnknownInSubcommand<Corpus.CorpusArgs> "corpus" rest
         | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
@@ -112,6 +115,7 @@ let main argv =
         | Eval a -> Eval.run a
         | Corpus a -> Corpus.run a
         | Train a -> Train.run a
+        | Grpo a -> Grpo.run a
     with
     | :? ArgumentException as e ->
         // .NET appends " (Parameter 'name')"; the message itself already names the flag.
