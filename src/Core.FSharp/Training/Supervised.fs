@@ -121,6 +121,10 @@ module Supervised =
     [<Literal>]
     let SamplingGenerator = "boundary_sampling"
 
+    /// The generator of SpecAugment's masks, as named in trainer.json (present when `spec_augment` is on).
+    [<Literal>]
+    let SpecAugmentGenerator = "spec_augment"
+
     /// `checkpoints/step-00000042`: zero-padded so names sort by step.
     let checkpointName (step: int) = $"step-%08d{step}"
 
@@ -227,7 +231,8 @@ module Supervised =
         TrainedParts.apply config.TrainedParts model |> ignore
         use optimizer = Optimizer.forMagnet (optimizerSettings config) model
         use sampling = Boundaries.generator (config.Seed + 1L) device
-        let generators = [ SamplingGenerator, sampling ]
+        use specAugment = SpecAugment.generator (config.Seed + 2L)
+        let generators = [ SamplingGenerator, sampling ] @ (if config.SpecAugment.IsSome then [ SpecAugmentGenerator, specAugment ] else [])
         let mutable step = 0
         let mutable position = BatchPosition.Start
         let mutable standing = { Best = None; SinceBest = 0 }
@@ -302,6 +307,7 @@ module Supervised =
                 raise (InvalidDataException $"key 'data' ({config.Data}): the training data ran out at step {step}: every utterance of the later epochs was left out")
             let loaded = e.Current
             use batch = loaded.Batch
+            use mel = match config.SpecAugment with Some sa -> SpecAugment.apply sa specAugment batch.Mel batch.FrameMask | None -> batch.Mel.alias()
             let watch = Stopwatch.StartNew()
             let p = Curve.progress step config.MaxSteps
             let schedules = PredictorCurves.schedules curves p
@@ -312,7 +318,7 @@ module Supervised =
             let counts (lo, n) = TrainingStep.countsOf (slice (lo, n) batch.Labels)
             let loss (lo, n) =
                 let input =
-                    { ForwardInput.Training(slice (lo, n) batch.Mel, Some(slice (lo, n) batch.FrameMask), slice (lo, n) batch.Labels,
+                    { ForwardInput.Training(slice (lo, n) mel, Some(slice (lo, n) batch.FrameMask), slice (lo, n) batch.Labels,
                                             batch.TargetMatrix |> Option.map (fun t -> t.narrow(1L, lo, n)), sampling) with
                         DecoderInputs = Some(slice (lo, n) batch.DecoderInputs)
                         TokenMask = Some(slice (lo, n) batch.TokenMask)
