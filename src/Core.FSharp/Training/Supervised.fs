@@ -228,6 +228,7 @@ module Supervised =
             | Some c -> TrainingCheckpoint.loadModel c device torch.float32
             | None -> MagnetFormat.load config.Model device torch.float32
         model.train()
+        if config.CtcWeight > 0.0 && model.CtcHead.IsNone then model.AttachCtcHead CtcAlphabet.classes
         TrainedParts.apply config.TrainedParts model |> ignore
         use optimizer = Optimizer.forMagnet (optimizerSettings config) model
         use sampling = Boundaries.generator (config.Seed + 1L) device
@@ -245,6 +246,7 @@ module Supervised =
         | None -> ()
         let firstStep = step
         let train = readCorpus config config.Workers options.Ffmpeg "data" config.Data
+        let ctcTargets = dict [ for u in train.Utterances -> u.Id, CtcAlphabet.encode u.Transcript ]
         let dev = config.DevData |> Option.map (readCorpus config config.Workers options.Ffmpeg "dev_data")
         let collate = CollateOptions.ForMagnet(model, config.Language, Transcribe, targetKinds config model)
         let batching =
@@ -323,7 +325,9 @@ module Supervised =
                         DecoderInputs = Some(slice (lo, n) batch.DecoderInputs)
                         TokenMask = Some(slice (lo, n) batch.TokenMask)
                         Schedules = schedules }
-                LossSums.magnetObserved observe model input
+                if config.CtcWeight > 0.0 then
+                    LossSums.magnetCtc observe model input config.CtcWeight [| for i in lo .. lo + n - 1L -> ctcTargets.[batch.Ids.[int i]] |]
+                else LossSums.magnetObserved observe model input
             let multiplier = LearningRate.multiplier schedule step
             let report = TrainingStep.run optimizer { MaxGradientNorm = config.MaxGradientNorm } multiplier rows counts loss
             step <- step + 1
@@ -350,6 +354,7 @@ module Supervised =
                            MetricKeys.TrainEpoch, epoch
                            "train/samples_per_second", samplesPerSecond
                            "train/skipped_update", (if report.Skipped.IsSome then 1.0 else 0.0) ]
+                         @ (if config.CtcWeight > 0.0 then [ "train/ctc_loss", report.CtcLoss ] else [])
                          @ scheduleValues
                 sink.Log(int64 step, values)
                 events.Logged { Step = step; Values = values }

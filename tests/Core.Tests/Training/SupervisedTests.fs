@@ -105,6 +105,18 @@ let tests =
             Expect.notEqual augmented (losses (temp.Sub "plain")) "SpecAugment changes what the model sees"
         }
 
+        test "with the CTC loss on: resumed bit for bit, train/ctc_loss logged, final/ holds the head" {
+            use temp = new MagnetFixtures.Temp()
+            let c = setup temp
+            let withCtc = resumesBitIdentically { c with CtcWeight = 0.3 } temp
+            let ctcLine = MetricsJsonl.read (Path.Combine(temp.Sub "whole", "metrics.jsonl")) |> List.head
+            let ctc = ctcLine.Values |> List.tryFind (fun (k, _) -> k = "train/ctc_loss")
+            Expect.isTrue (ctc |> Option.exists (fun (_, v) -> v > 0.0)) "train/ctc_loss logged"
+            let final = state (Path.Combine(temp.Sub "whole", "final"))
+            Expect.isTrue (final |> List.exists (fun (n, _) -> n = "ctc_head.weight")) "the head is saved"
+            Expect.isTrue (withCtc |> List.exists (fun (_, k, _) -> k = MetricKeys.TrainLoss)) "losses logged"
+        }
+
         test "checkpoints every step keep the newest 2; a cancelled run stops after its step with a checkpoint" {
             use temp = new MagnetFixtures.Temp()
             let c = { setup temp with CheckpointEvery = 1; MaxSteps = 3 }
