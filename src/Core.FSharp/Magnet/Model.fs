@@ -91,7 +91,7 @@ type ParameterGroup =
     /// The convolution stem and the encoder layers before the first predictor.
     | EncoderBeforeFirstPredictor
     /// The encoder layers from the first predictor on and the encoder's final LayerNorm (all layers and the LayerNorm
-    /// when there is no predictor).
+    /// when there is no predictor), and the CTC head on the encoder's output when attached.
     | EncoderAfterFirstPredictor
     /// The text decoder and the output projection.
     | Decoder
@@ -182,6 +182,7 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
                     | Some layer, Some first -> layer < first
                     | Some _, None -> false
                     | None, _ -> name.StartsWith "model.encoder.conv1." || name.StartsWith "model.encoder.conv2.")
+            | EncoderAfterFirstPredictor when name.StartsWith MagnetWhisperModel.CtcHeadPrefix -> true
             | EncoderAfterFirstPredictor ->
                 isEncoder && not isPredictor && not isExtra
                 && (match encoderLayerOf name, firstPredictor with

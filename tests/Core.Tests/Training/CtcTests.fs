@@ -105,6 +105,10 @@ let tests =
             use temp = new MagnetFixtures.Temp()
             use m = model 11L MagnetFixtures.config
             m.AttachCtcHead CtcAlphabet.classes
+            // The head sits on the encoder's output: it trains with the encoder's later part, never with the decoder.
+            Expect.isTrue (m.InGroup(ParameterGroup.EncoderAfterFirstPredictor, "ctc_head.weight")) "with the encoder after the first predictor"
+            Expect.isFalse (m.InGroup(Decoder, "ctc_head.weight") || m.InGroup(Predictors, "ctc_head.bias")) "not the decoder or predictors"
+            Expect.contains (m.SetTrainable [ Predictors; ExtraConvolutions; EncoderBeforeFirstPredictor; ParameterGroup.EncoderAfterFirstPredictor ]) "ctc_head.weight" "decoder-frozen's groups train it"
             MagnetFormat.save (temp.Sub "with") m
             use back = MagnetFormat.load (temp.Sub "with") torch.CPU torch.float32
             Expect.equal back.CtcHeadClasses (Some 39) "loaded with its head"
