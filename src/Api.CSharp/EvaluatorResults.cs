@@ -101,6 +101,51 @@ namespace MagnetWhisper
         public int MaxBoundaries { get; }
     }
 
+    /// <summary>One predictor's boundaries scored against true phone boundaries (±20 ms, one-to-one matching), summed
+    /// over the utterances that have a phone alignment, with the F1 of as many random boundaries for comparison.</summary>
+    public sealed class BoundaryAccuracyResult
+    {
+        internal BoundaryAccuracyResult(Ev.BoundaryAccuracy.LayerBoundaryCounts b)
+        {
+            Layer = b.Layer;
+            Utterances = b.Utterances;
+            Predicted = b.Counts.Predicted;
+            Reference = b.Counts.Reference;
+            Matched = b.Counts.Matched;
+            Precision = b.Counts.Precision;
+            Recall = b.Counts.Recall;
+            F1 = b.Counts.F1;
+            RandomF1 = b.Counts.RandomF1;
+        }
+
+        /// <summary>The encoder layer the predictor runs before.</summary>
+        public int Layer { get; }
+
+        /// <summary>Utterances with a phone alignment that were counted.</summary>
+        public int Utterances { get; }
+
+        /// <summary>Predicted boundaries (the forced one at the end of each utterance excluded).</summary>
+        public int Predicted { get; }
+
+        /// <summary>Reference phone boundaries (the end of each utterance excluded).</summary>
+        public int Reference { get; }
+
+        /// <summary>Predictions matched one-to-one to a reference within the tolerance.</summary>
+        public int Matched { get; }
+
+        /// <summary>Matched / predicted.</summary>
+        public double Precision { get; }
+
+        /// <summary>Matched / reference.</summary>
+        public double Recall { get; }
+
+        /// <summary>2 · matched / (predicted + reference).</summary>
+        public double F1 { get; }
+
+        /// <summary>The F1 of as many boundaries drawn at random from the same candidate times (mean of seeded draws).</summary>
+        public double RandomF1 { get; }
+    }
+
     /// <summary>An entry left out of the evaluation, and why.</summary>
     public sealed class SkippedEntry
     {
@@ -221,6 +266,7 @@ namespace MagnetWhisper
             Characters = new ErrorCounts(result.Score.Characters);
             RawWords = new ErrorCounts(result.Score.RawWords);
             Predictors = Array.AsReadOnly(result.Predictors.Select(p => new PredictorCompressionResult(p)).ToArray());
+            Boundaries = Array.AsReadOnly(result.Boundaries.Select(b => new BoundaryAccuracyResult(b)).ToArray());
             AudioSeconds = result.Timing.AudioSeconds;
             EncoderSeconds = result.Timing.EncoderSeconds;
             DecodeSeconds = result.Timing.DecodeSeconds;
@@ -257,6 +303,10 @@ namespace MagnetWhisper
 
         /// <summary>Compression of each predictor in layer order (empty for stock Whisper).</summary>
         public IReadOnlyList<PredictorCompressionResult> Predictors { get; }
+
+        /// <summary>Boundary accuracy of each predictor in layer order, over the utterances with phone alignments
+        /// (empty when none has one, or for stock Whisper).</summary>
+        public IReadOnlyList<BoundaryAccuracyResult> Boundaries { get; }
 
         /// <summary>Seconds of audio evaluated.</summary>
         public double AudioSeconds { get; }

@@ -108,9 +108,17 @@ public class EvaluatorTests : IClassFixture<TinyCheckpoint>
         var corpus = Corpus();
         try
         {
+            // A phone alignment beside short.wav only: a phone every 0.1 s of its 4 s → 39 boundaries (the end is none).
+            File.WriteAllLines(Path.Combine(corpus, "short.phones"),
+                Enumerable.Range(1, 40).Select(k => (k * 0.1).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + " p"));
             var options = MagnetOptions.Default.WithPredictor(1, PredictorType.Bp1, prior: 0.25, pooling: PoolingMethod.Mean);
             using var model = MagnetWhisperModel.FromWhisper(checkpoint.Folder, options, "cpu");
             var result = await new Evaluator(model).EvaluateAsync(corpus, Fast);
+            var boundaries = Assert.Single(result.Boundaries);
+            Assert.Equal((1, 1, 39), (boundaries.Layer, boundaries.Utterances, boundaries.Reference));
+            Assert.Equal(result.Utterances.Single(u => u.Id == "short").Predictors[0].Boundaries - 1, boundaries.Predicted);
+            Assert.Equal(2.0 * boundaries.Matched / (boundaries.Predicted + boundaries.Reference), boundaries.F1, 12);
+            Assert.InRange(boundaries.RandomF1, 0.0, 1.0);
             var layer = Assert.Single(result.Predictors);
             Assert.Equal(1, layer.Layer);
             Assert.Equal(result.Utterances.Sum(u => u.Predictors[0].Boundaries), layer.Boundaries);

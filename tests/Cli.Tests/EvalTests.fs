@@ -124,6 +124,8 @@ let tests =
             let dir = corpus ()
             let converted = magnetIn dir [ "convert"; "--whisper"; tinyWhisper.Value; "-p"; "1:bp1"; "-o"; "magnet"; "--no-check" ]
             Expect.equal converted.Code 0 (string converted)
+            // A phone alignment for jfk only: a phone every 0.5 s to 10 s → 19 boundaries (the last end is none).
+            File.WriteAllLines(Path.Combine(dir, "corpus", "jfk.phones"), [ for k in 1 .. 20 -> (0.5 * float k).ToString("0.0", CultureInfo.InvariantCulture) + " p" ])
             let r = evalIn dir ([ "--model"; "magnet"; "--limit"; "3"; "-o"; "out" ] @ short)
             Expect.equal r.Code 0 (string r)
             let m = Regex.Match(r.Out, @"compression layer 1: kept (\d+\.\d)%")
@@ -133,6 +135,11 @@ let tests =
             let kept = float (layer.GetProperty("boundaries").GetInt64()) / float (layer.GetProperty("positions").GetInt64())
             Expect.equal (m.Groups.[1].Value) ((100.0 * kept).ToString("F1", CultureInfo.InvariantCulture)) "printed = Σ boundaries / Σ positions"
             Expect.equal (summary.RootElement.GetProperty("utterances").GetInt32()) 2 "--limit 3: broken, jfk and one, the first in id order"
+            let boundaries = summary.RootElement.GetProperty("boundaries").[0]
+            Expect.equal (boundaries.GetProperty("utterances").GetInt32(), boundaries.GetProperty("reference").GetInt32()) (1, 19) "jfk's 19 phone boundaries"
+            let f1 = Regex.Match(r.Out, @"boundaries layer 1 vs phone alignments \(±20 ms, 1 utterances\): precision \S+, recall \S+, F1 (\d\.\d{3}) \(random at the same rate \d\.\d{3}\)")
+            Expect.isTrue f1.Success (string r)
+            Expect.equal f1.Groups.[1].Value (boundaries.GetProperty("f1").GetDouble().ToString("F3", CultureInfo.InvariantCulture)) "printed F1 = summary.json's"
         }
 
         testList "usage errors (exit 2, flag named as typed, before loading)" [

@@ -67,6 +67,9 @@ let summaryLines (result: EvaluationResult) : string list =
       $"raw WER {Wer.percent s.RawWords}%% (unnormalised, the original's training-time metric)"
       $"CER {Wer.percent s.Characters}%% (normalised)" ]
     @ compression
+    @ [ for b in result.Boundaries ->
+          let c = b.Counts
+          $"boundaries layer {b.Layer} vs phone alignments (±{1000.0 * BoundaryAccuracy.DefaultTolerance:F0} ms, {b.Utterances} utterances): precision {c.Precision:F3}, recall {c.Recall:F3}, F1 {c.F1:F3} (random at the same rate {c.RandomF1:F3})" ]
     @ [ $"time: encoder {t.EncoderSeconds:F2} s, decode {t.DecodeSeconds:F2} s, total {t.TotalSeconds:F2} s for {t.AudioSeconds:F1} s of audio (real-time factor {t.RealTimeFactor:F3}, encoder {t.EncoderRealTimeFactor:F3})" ]
 
 /// Runs the command: flags, the corpus and the output folder are checked before the model is loaded. Exit 0 when the

@@ -26,7 +26,10 @@ type Utterance =
       Duration: float option
       Speaker: string option
       /// The split or subset the utterance belongs to (`train-clean-100`, `dev`, …), when the corpus has them.
-      Split: string option }
+      Split: string option
+      /// The utterance's phone alignment file (`end_time phone` lines, read by PhoneAlignment), when the corpus has
+      /// one: a manifest's `"phones"`, or ID.phones beside a folder corpus's audio. Evaluation scores boundaries with it.
+      Phones: string option }
 
 /// An entry a reader or loader left out, and why: a missing or empty transcript, an unreadable, corrupt, empty
 /// or too-long audio file. Skipping never stops a run; the entries are counted and reported.

@@ -4,7 +4,7 @@ open System
 open System.IO
 
 /// A folder of audio files, each with its transcript in a same-name `.txt` beside it (`a/b/x.flac` + `a/b/x.txt`).
-/// Sub-folders are read too; an utterance's id is its path below the folder without the extension, with `/`.
+/// A phone alignment `x.phones` beside the audio becomes the utterance's Phones. Sub-folders are read too; an utterance's id is its path below the folder without the extension, with `/`.
 module FolderCorpus =
     /// The extensions taken as audio (decoded by content: WAV and FLAC in-process, the rest with ffmpeg).
     let audioExtensions =
@@ -20,6 +20,9 @@ module FolderCorpus =
             |> Seq.filter (fun f -> audioExtensions.Contains((Path.GetExtension f).ToLowerInvariant()))
             |> Seq.sortWith (fun a b -> String.CompareOrdinal(a, b))
             |> Seq.toArray
+        let phonesOf (file: string) =
+            let phones = Path.ChangeExtension(file, ".phones")
+            if File.Exists phones then Some phones else None
         let read (file: string) =
             let transcriptFile = Path.ChangeExtension(file, ".txt")
             let id = Path.ChangeExtension(Path.GetRelativePath(folder, file), null).Replace('\\', '/')
@@ -33,5 +36,5 @@ module FolderCorpus =
                     | Error reason -> Error { Source = file; Reason = reason }
                     | Ok duration ->
                         Ok { Id = id; Audio = AudioFile file; Transcript = text; Duration = duration; Speaker = None
-                             Split = None }
+                             Split = None; Phones = phonesOf file }
         Corpus.ofResults folder (audio |> Seq.map read)

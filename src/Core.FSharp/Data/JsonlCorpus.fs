@@ -5,7 +5,7 @@ open System.IO
 open System.Text.Json
 
 /// A JSONL manifest: one JSON object per line, `{"audio": PATH, "text": TRANSCRIPT}` with optional `"duration"`
-/// (seconds), `"speaker"`, `"id"` and `"split"`. PATH is relative to the manifest's folder (or absolute). Other keys
+/// (seconds), `"speaker"`, `"id"`, `"split"` and `"phones"` (a phone alignment file, like PATH). PATH is relative to the manifest's folder (or absolute). Other keys
 /// are ignored; blank lines too.
 module JsonlCorpus =
     /// A string or number property as text (speaker and id may be either); None when absent or null.
@@ -43,16 +43,17 @@ module JsonlCorpus =
                     | true, v when v.ValueKind = JsonValueKind.Number && v.GetDouble() > 0.0 -> Ok(Some(v.GetDouble()))
                     | true, v -> Error $"\"duration\" is {v.GetRawText()}, not a positive number of seconds"
                 let path = Path.Combine(folder, audio)
-                match stated, CorpusAudioFile.inspect path with
-                | Error m, _ -> Error m
-                | _, Error reason -> Error $"{reason}: {audio}"
-                | Ok stated, Ok header ->
+                match stated, textOf e "phones", CorpusAudioFile.inspect path with
+                | Error m, _, _ | _, Error m, _ -> Error m
+                | _, _, Error reason -> Error $"{reason}: {audio}"
+                | Ok stated, Ok phones, Ok header ->
                     Ok { Id = id |> Option.defaultValue (Path.ChangeExtension(audio, null).Replace('\\', '/'))
                          Audio = AudioFile path
                          Transcript = text.Trim()
                          Duration = Option.orElse header stated
                          Speaker = speaker
-                         Split = split })
+                         Split = split
+                         Phones = phones |> Option.filter (fun p -> p.Trim() <> "") |> Option.map (fun p -> Path.Combine(folder, p)) })
 
     /// Reads the manifest. A line that is not a JSON object, lacks `audio` or `text`, has an empty transcript, a
     /// malformed optional field, or names a missing or empty audio file is skipped and reported with its line

@@ -57,7 +57,7 @@ module LibriSpeechCorpus =
                         | Error reason -> Error { Source = audio; Reason = reason }
                         | Ok duration ->
                             Ok { Id = id; Audio = AudioFile audio; Transcript = text; Duration = duration
-                                 Speaker = Some speaker; Split = Some splitName })
+                                 Speaker = Some speaker; Split = Some splitName; Phones = None })
         let unlisted =
             Directory.EnumerateFiles(chapter, "*.flac")
             |> ordinal

@@ -235,7 +235,7 @@ module ParquetCorpus =
                            yield
                                Ok { Id = id; Audio = source; Transcript = text
                                     Duration = durations.[r] |> Option.filter (fun d -> d > 0.0) |> Option.orElse headerDuration
-                                    Speaker = speakers.[r]; Split = Some split }
+                                    Speaker = speakers.[r]; Split = Some split; Phones = None }
                    first.Value <- first.Value + rows |]
 
     let private readShard (cache: RowGroupCache) (shard: string) : Result<Utterance, Skipped>[] =

@@ -51,7 +51,10 @@ type UtteranceResult =
       /// Its score.
       Score: UtteranceScore
       /// What each boundary predictor did to it (empty for stock Whisper).
-      Predictors: PredictorCount[] }
+      Predictors: PredictorCount[]
+      /// Each predictor's boundaries scored against the utterance's phone alignment (empty without an alignment or
+      /// predictors).
+      Boundaries: BoundaryAccuracy.LayerBoundaryCounts[] }
 
     /// Valid positions entering the first predictor per position leaving the last (1 for stock Whisper).
     member r.Compression = Compression.overall r.Predictors
@@ -85,6 +88,9 @@ type EvaluationResult =
       Score: CorpusScore
       /// Compression of each predictor, in layer order (empty for stock Whisper).
       Predictors: PredictorCompression list
+      /// Boundary precision, recall, F1 and random F1 of each predictor, in layer order, over the utterances with
+      /// phone alignments (±BoundaryAccuracy.DefaultTolerance; empty when none has one, or without predictors).
+      Boundaries: BoundaryAccuracy.LayerBoundaryCounts list
       /// Timing.
       Timing: EvaluationTiming
       /// The options it ran with.
@@ -113,6 +119,8 @@ type BatchTranscript =
       Texts: string[]
       /// Each row's predictor counts (empty arrays for stock Whisper).
       Predictors: PredictorCount[][]
+      /// Each row's predictor boundary times (empty arrays for stock Whisper).
+      Boundaries: BoundaryAccuracy.PredictorBoundaries[][]
       /// Seconds in the encoder.
       EncoderSeconds: float
       /// Seconds decoding tokens.
@@ -140,17 +148,29 @@ module Evaluator =
 
     /// Encodes a batch as decoding sees it and reads each row's predictor counts from the same forward (MagnetWhisper:
     /// encoder output (thresholded boundaries, cut to the longest utterance as its ISpeechModel.Encode does), or the
-    /// model's own Encode without counts. The audio lands in the caller's dispose scope.
-    let private encode (model: ISpeechModel) (mel: torch.Tensor) (frameMask: torch.Tensor) : EncodedAudio * PredictorCount[][] =
+    /// model's own Encode without counts), and each row's boundary times (durations: each row's seconds of audio).
+    /// The audio lands in the caller's dispose scope.
+    let private encode (model: ISpeechModel) (mel: torch.Tensor) (frameMask: torch.Tensor) (durations: float[])
+        : EncodedAudio * PredictorCount[][] * BoundaryAccuracy.PredictorBoundaries[][] =
         let rows = int mel.shape.[0]
         match model with
         | :? MagnetWhisperModel as magnet ->
             let counts (t: torch.Tensor) = Tensors.toFloatArray t |> Array.map (fun v -> int (Math.Round v))
-            magnet.EncodeReading(mel, Some frameMask, fun output ->
-                let layers = output.Layers |> List.map (fun l -> l.Index, counts l.Output.BoundaryCounts, counts l.Output.ValidCounts)
-                Array.init rows (fun r ->
-                    [| for layer, boundaries, positions in layers -> { Layer = layer; Boundaries = boundaries.[r]; Positions = positions.[r] } |]))
-        | _ -> model.Encode(mel, Some frameMask), Array.create rows [||]
+            let secondsPerPosition = float magnet.Model.Encoder.TotalStride * BoundaryTrace.secondsPerMelFrame
+            let audio, (predictors, boundaries) =
+                magnet.EncodeReading(mel, Some frameMask, fun output ->
+                    let layers = output.Layers |> List.map (fun l -> l.Index, counts l.Output.BoundaryCounts, counts l.Output.ValidCounts)
+                    let predictors =
+                        Array.init rows (fun r ->
+                            [| for layer, boundaries, positions in layers -> { Layer = layer; Boundaries = boundaries.[r]; Positions = positions.[r] } |])
+                    let boundaries =
+                        Array.init rows (fun r ->
+                            BoundaryTrace.rowBoundaries secondsPerPosition output r durations.[r]
+                            |> List.map (fun (layer, ends, flags) -> BoundaryAccuracy.predictorBoundaries layer ends flags)
+                            |> Array.ofList)
+                    predictors, boundaries)
+            audio, predictors, boundaries
+        | _ -> model.Encode(mel, Some frameMask), Array.create rows [||], Array.create rows [||]
 
     /// Decodes a batch of 16 kHz waveforms (each at most 30 s) with a model: log-mel features, encoder (timed), one
     /// window per row (timed). Every tensor is freed before returning.
@@ -159,16 +179,18 @@ module Evaluator =
         use _ = torch.inference_mode()
         use features = LogMel.extract model.Config.NumMelBins model.Device waves
         let watch = Stopwatch.StartNew()
-        let audio, counts = encode model features.Mel features.Mask
+        let durations = waves |> Array.map (fun w -> float (min w.Length LogMel.NSamples) / float LogMel.SampleRate)
+        let audio, counts, boundaries = encode model features.Mel features.Mask durations
         synchronize model.Device
         let encoderSeconds = watch.Elapsed.TotalSeconds
         watch.Restart()
         let results = Search.decodeWindow model tokenizer decoding audio (Array.create waves.Length WindowRow.defaults) ct
         let decodeSeconds = watch.Elapsed.TotalSeconds
-        { Texts = results |> Array.map _.Text; Predictors = counts; EncoderSeconds = encoderSeconds; DecodeSeconds = decodeSeconds }
+        { Texts = results |> Array.map _.Text; Predictors = counts; Boundaries = boundaries; EncoderSeconds = encoderSeconds; DecodeSeconds = decodeSeconds }
 
-    /// A loaded utterance: its position in the corpus, the utterance, its samples.
-    type private Loaded = { Index: int; Utterance: Utterance; Samples: float32[] }
+    /// A loaded utterance: its position in the corpus, the utterance, its samples, its reference phone boundaries
+    /// (when it has an alignment).
+    type private Loaded = { Index: int; Utterance: Utterance; Samples: float32[]; Reference: float[] option }
 
     let private reasonOf (source: string) (e: exn) =
         let e = match e with :? AggregateException as a when not (isNull a.InnerException) -> a.InnerException | e -> e
@@ -207,7 +229,12 @@ module Evaluator =
                     match options.MaxDuration with
                     | Some limit when seconds > limit ->
                         Error { Source = source; Reason = $"%.2f{seconds} s is longer than the maximum of %g{limit} s" }
-                    | _ -> Ok { Index = index; Utterance = u; Samples = samples }
+                    | _ ->
+                        match u.Phones with
+                        | None -> Ok { Index = index; Utterance = u; Samples = samples; Reference = None }
+                        | Some phones ->
+                            let reference = BoundaryAccuracy.referenceBoundaries (PhoneAlignment.read phones) seconds
+                            Ok { Index = index; Utterance = u; Samples = samples; Reference = Some reference }
             with e -> Error { Source = source; Reason = reasonOf source e }
         let results = ResizeArray<int * UtteranceResult>()
         let skipped = ResizeArray<Skipped>()
@@ -226,8 +253,8 @@ module Evaluator =
         let decode (batch: Loaded[]) =
             ct.ThrowIfCancellationRequested()
             let out = transcribe (batch |> Array.map _.Samples) ct
-            if out.Texts.Length <> batch.Length || out.Predictors.Length <> batch.Length then
-                invalidOp $"the batch transcriber returned {out.Texts.Length} texts and {out.Predictors.Length} counts for {batch.Length} utterances"
+            if out.Texts.Length <> batch.Length || out.Predictors.Length <> batch.Length || out.Boundaries.Length <> batch.Length then
+                invalidOp $"the batch transcriber returned {out.Texts.Length} texts, {out.Predictors.Length} counts and {out.Boundaries.Length} boundary rows for {batch.Length} utterances"
             encoderSeconds <- encoderSeconds + out.EncoderSeconds
             decodeSeconds <- decodeSeconds + out.DecodeSeconds
             batch |> Array.iteri (fun i l ->
@@ -239,7 +266,16 @@ module Evaluator =
                       Source = AudioSource.name l.Utterance.Audio
                       Duration = seconds
                       Score = Scoring.utterance l.Utterance.Transcript out.Texts.[i]
-                      Predictors = out.Predictors.[i] }))
+                      Predictors = out.Predictors.[i]
+                      Boundaries =
+                        match l.Reference with
+                        | None -> [||]
+                        | Some reference ->
+                            out.Boundaries.[i]
+                            |> Array.map (fun p ->
+                                let seed = BoundaryAccuracy.seedOf l.Utterance.Id p.Layer
+                                { Layer = p.Layer; Utterances = 1
+                                  Counts = BoundaryAccuracy.score BoundaryAccuracy.DefaultTolerance seed reference p }) }))
             report ()
         // While a pool is decoded, the next one loads in the background (Prefetch keeps `ahead` items in flight).
         let poolSize = options.BatchSize * 4
@@ -264,6 +300,7 @@ module Evaluator =
           Skipped = Array.append corpus.Skipped (skipped.ToArray())
           Score = Scoring.corpus (evaluated |> Array.map _.Score)
           Predictors = Compression.summarize (evaluated |> Array.map _.Predictors)
+          Boundaries = BoundaryAccuracy.summarize (evaluated |> Array.map _.Boundaries)
           Timing =
             { AudioSeconds = audioSeconds
               EncoderSeconds = encoderSeconds

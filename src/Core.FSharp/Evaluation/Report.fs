@@ -60,7 +60,7 @@ module Report =
         w.WriteEndObject()
 
     /// summary.json: the model and corpus names, counts, WER (normalised and raw) and CER as fractions with their
-    /// counts, compression per predictor, timing and real-time factor, the options and the skipped entries.
+    /// counts, compression per predictor, boundary accuracy per predictor (utterances with alignments), timing and real-time factor, the options and the skipped entries.
     let summaryJson (model: string) (result: EvaluationResult) : string =
         Whisper.Json.write (fun w ->
             w.WriteString("model", model)
@@ -85,6 +85,25 @@ module Report =
                 w.WriteNumber("std_boundaries", p.StdBoundaries)
                 w.WriteNumber("min_boundaries", p.MinBoundaries)
                 w.WriteNumber("max_boundaries", p.MaxBoundaries)
+                w.WriteEndObject()
+            w.WriteEndArray()
+            // Against the phone alignments, ±tolerance, one-to-one (BoundaryAccuracy); the random F1 is of as many
+            // boundaries drawn from the same candidate times.
+            w.WriteStartArray "boundaries"
+            for b in result.Boundaries do
+                let c = b.Counts
+                w.WriteStartObject()
+                w.WriteNumber("layer", b.Layer)
+                w.WriteNumber("utterances", b.Utterances)
+                w.WriteNumber("tolerance_seconds", BoundaryAccuracy.DefaultTolerance)
+                w.WriteNumber("precision", c.Precision)
+                w.WriteNumber("recall", c.Recall)
+                w.WriteNumber("f1", c.F1)
+                w.WriteNumber("random_f1", c.RandomF1)
+                w.WriteNumber("predicted", c.Predicted)
+                w.WriteNumber("reference", c.Reference)
+                w.WriteNumber("matched", c.Matched)
+                w.WriteNumber("random_matched", c.RandomMatched)
                 w.WriteEndObject()
             w.WriteEndArray()
             let t = result.Timing

@@ -68,6 +68,25 @@ module BoundaryTrace =
                    yield { Start = spans.[first].Start; End = spans.[i].End }
                    first <- i + 1 |]
 
+    /// For row `row` of a batch's encoder output (evaluation mode), each predictor's layer, the end time in seconds of
+    /// each valid input position, and its boundary flags; `duration` is the row's seconds of audio. The first
+    /// predictor's valid count gives the row's initial positions (its input mask is the pooled frame mask).
+    let rowBoundaries (secondsPerPosition: float) (output: EncoderOutput) (row: int) (duration: float) : (int * float[] * bool[]) list =
+        let valid (layer: EncoderPredictorLayer) = int (Tensors.toFloat layer.Output.ValidCounts.[int64 row])
+        match output.Layers with
+        | [] -> []
+        | first :: _ ->
+            let mutable spans = initialSpans secondsPerPosition (valid first) duration
+            [ for layer in output.Layers do
+                  let n = valid layer
+                  if n <> spans.Length then
+                      invalidOp $"the predictor before layer {layer.Index} saw {n} valid positions in row {row}, but the spans give {spans.Length}"
+                  let flags =
+                      Tensors.toFloatArray (layer.Output.Boundaries.[int64 row].narrow(0L, 0L, int64 n).to_type(torch.float64))
+                      |> Array.map (fun b -> b > 0.5)
+                  yield layer.Index, spans |> Array.map _.End, flags
+                  spans <- pooledSpans spans flags ]
+
     /// The trace of one utterance from its features: mel (1, n_mels, F) and frame mask (1, F) as LogMel.extract gives
     /// them, duration the seconds of audio they hold. The encoder runs in evaluation mode with thresholded boundaries.
     let ofFeatures (model: MagnetWhisperModel) (mel: torch.Tensor) (frameMask: torch.Tensor) (duration: float) : BoundaryTrace =

@@ -50,9 +50,14 @@ module MagnetJson =
             | _ -> None
         | _ -> None
 
-    /// The text of magnet.json for options and the model's encoder depth.
-    let write (encoderLayers: int) (options: MagnetOptions) : string =
+    /// The field naming the classes of the auxiliary CTC head (`ctc_head.*`); absent when the model has none.
+    [<Literal>]
+    let CtcHeadField = "ctc_head_classes"
+
+    /// The text of magnet.json for options, the model's encoder depth and its CTC head's classes (None = no head).
+    let writeWith (encoderLayers: int) (options: MagnetOptions) (ctcHeadClasses: int option) : string =
         Json.write (fun w ->
+            ctcHeadClasses |> Option.iter (fun n -> w.WriteNumber(CtcHeadField, n))
             w.WriteString("format", FormatName)
             w.WriteNumber("format_version", MagnetConstants.FormatVersion)
             w.WriteNumber("encoder_layers", encoderLayers)
@@ -106,6 +111,14 @@ module MagnetJson =
             w.WriteString("per_utterance_cross_entropy", ceName options.Compatibility.CrossEntropyPerUtterance)
             w.WriteEndObject())
 
+    /// The text of magnet.json for options and the model's encoder depth (no CTC head).
+    let write (encoderLayers: int) (options: MagnetOptions) : string = writeWith encoderLayers options None
+
+    /// The classes of the CTC head magnet.json declares (None: no head).
+    let ctcHeadClasses (source: string) (text: string) : int option =
+        use doc = Json.parseDocument source text
+        Json.tryProp doc.RootElement CtcHeadField |> Option.map (Json.asInt source CtcHeadField)
+
     let private fail (source: string) (message: string) : 'a = raise (InvalidDataException $"{source}: {message}")
 
     let private requireKnown (source: string) (where: string) (known: string list) (e: JsonElement) =
@@ -131,7 +144,7 @@ module MagnetJson =
     let parse (source: string) (encoderLayers: int) (text: string) : MagnetOptions =
         use doc = Json.parseDocument source text
         let root = doc.RootElement
-        requireKnown source "the top level" [ "format"; "format_version"; "encoder_layers"; "rope_theta"; "slots"; "conv_config"; "compatibility" ] root
+        requireKnown source "the top level" [ "format"; "format_version"; "encoder_layers"; "rope_theta"; "slots"; "conv_config"; "compatibility"; CtcHeadField ] root
         match Json.tryProp root "format" |> Option.map (Json.asString source "format") with
         | Some FormatName -> ()
         | Some other -> fail source $"format is '{other}', expected '{FormatName}'"
@@ -242,17 +255,27 @@ module MagnetJson =
 /// Saving and loading MagnetWhisper folders.
 [<RequireQualifiedAccess>]
 module MagnetFormat =
-    /// Saves a model atomically (AtomicWrite.folder) with the given options.
-    let saveWith (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit =
+    /// Saves a model atomically (AtomicWrite.folder) with the given options; its CTC head (`ctc_head.*` and magnet.json's
+    /// ctc_head_classes) only when withCtcHead.
+    let private saveHead (withCtcHead: bool) (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit =
         let config = model.Config
         let dtype = options.DType |> Option.defaultValue model.DType
         let configJson = WhisperConfig.toJson (Checkpoint.TorchDtypeName dtype) config
         let generationJson = model.GenerationConfig |> Option.map GenerationConfig.toJson
-        let magnetJson = MagnetJson.write config.EncoderLayers model.Options
+        let head = if withCtcHead then model.CtcHeadClasses else None
+        let magnetJson = MagnetJson.writeWith config.EncoderLayers model.Options head
+        let state = model.State |> List.filter (fun (n, _) -> withCtcHead || not (n.StartsWith MagnetWhisperModel.CtcHeadPrefix))
         MagnetWhisper.Core.AtomicWrite.folder dir (Checkpoint.IsModelFile >> not) (fun staging ->
             use _ = torch.no_grad()
-            Checkpoint.WriteFiles(staging, configJson, generationJson, model.State, options)
+            Checkpoint.WriteFiles(staging, configJson, generationJson, state, options)
             File.WriteAllText(Path.Combine(staging, MagnetJson.FileName), magnetJson))
+
+    /// Saves a model atomically (AtomicWrite.folder) with the given options, its CTC head included.
+    let saveWith (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit = saveHead true options dir model
+
+    /// Saves a model without its auxiliary CTC head: the folder a model without the head would give (e.g. to ship
+    /// a model pretrained with the CTC loss, whose head only served training).
+    let saveWithoutCtcHead (dir: string) (model: MagnetWhisperModel) : unit = saveHead false SaveOptions.Default dir model
 
     /// Saves a MagnetWhisper folder atomically: config.json, generation_config.json (when the model has one),
     /// model.safetensors (every parameter and buffer under its Hugging Face / original name) and magnet.json.
@@ -282,6 +305,8 @@ module MagnetFormat =
         use weights = CheckpointWeights.Open dir
         let m = new MagnetWhisperModel(config, generation, options, false)
         try
+            let path = Path.Combine(dir, MagnetJson.FileName)
+            MagnetJson.ctcHeadClasses path (File.ReadAllText path) |> Option.iter m.AttachCtcHead
             m.``to``(device, dtype) |> ignore
             m.LoadState(weights, LoadOptions.Default) |> ignore
             m.eval()

@@ -91,7 +91,7 @@ type ParameterGroup =
     /// The convolution stem and the encoder layers before the first predictor.
     | EncoderBeforeFirstPredictor
     /// The encoder layers from the first predictor on and the encoder's final LayerNorm (all layers and the LayerNorm
-    /// when there is no predictor).
+    /// when there is no predictor), and the CTC head on the encoder's output when attached.
     | EncoderAfterFirstPredictor
     /// The text decoder and the output projection.
     | Decoder
@@ -107,6 +107,8 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
     let config = encoder.Config
     let options = encoder.Options
     let model = this.Model
+    // The auxiliary CTC head of from-scratch training (Training/Ctc.fs), when attached.
+    let mutable ctcHead: Modules.Linear option = None
 
     // The encoder layer index of a parameter name under model.encoder.layers, if any.
     static let encoderLayerOf (name: string) =
@@ -134,6 +136,26 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
     /// The predictors, extra convolutions and compatibility options.
     member _.Options = options
 
+    /// The name prefix of the CTC head's parameters.
+    static member CtcHeadPrefix = "ctc_head."
+
+    /// The auxiliary CTC head (final encoder states → character classes), when attached: `ctc_head.{weight,bias}`,
+    /// not part of the Hugging Face Whisper keys (docs/DECISIONS.md).
+    member _.CtcHead: Modules.Linear option = ctcHead
+
+    /// The classes of the CTC head, when attached.
+    member _.CtcHeadClasses: int option = ctcHead |> Option.map (fun h -> int h.weight.shape.[0])
+
+    /// Attaches a freshly initialised CTC head (torch's Linear initialisation, from the global generator) of d_model →
+    /// classes on the model's device and dtype; its parameters join the model's state and AllParameters.
+    member this.AttachCtcHead(classes: int) =
+        if ctcHead.IsSome then invalidOp "the model already has a CTC head"
+        if classes < 2 then invalidArg (nameof classes) $"a CTC head needs the blank and at least one class, got {classes}"
+        let head = torch.nn.Linear(int64 config.DModel, int64 classes)
+        head.``to``(this.Device, this.DType) |> ignore
+        this.register_module("ctc_head", head)
+        ctcHead <- Some head
+
     /// Re-draws Whisper's parameters as Hugging Face's `_init_weights` (normal(0, init_std) weights, zero biases,
     /// unit LayerNorms, sinusoidal encoder positions); predictors and extra convolutions are left alone.
     member this.InitialiseWhisperWeights() =
@@ -160,6 +182,7 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
                     | Some layer, Some first -> layer < first
                     | Some _, None -> false
                     | None, _ -> name.StartsWith "model.encoder.conv1." || name.StartsWith "model.encoder.conv2.")
+            | EncoderAfterFirstPredictor when name.StartsWith MagnetWhisperModel.CtcHeadPrefix -> true
             | EncoderAfterFirstPredictor ->
                 isEncoder && not isPredictor && not isExtra
                 && (match encoderLayerOf name, firstPredictor with

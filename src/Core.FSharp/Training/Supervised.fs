@@ -121,6 +121,10 @@ module Supervised =
     [<Literal>]
     let SamplingGenerator = "boundary_sampling"
 
+    /// The generator of SpecAugment's masks, as named in trainer.json (present when `spec_augment` is on).
+    [<Literal>]
+    let SpecAugmentGenerator = "spec_augment"
+
     /// `checkpoints/step-00000042`: zero-padded so names sort by step.
     let checkpointName (step: int) = $"step-%08d{step}"
 
@@ -224,10 +228,12 @@ module Supervised =
             | Some c -> TrainingCheckpoint.loadModel c device torch.float32
             | None -> StartingPoint.load (StartingPoint.ofConfig config) device torch.float32
         model.train()
+        if config.CtcWeight > 0.0 && model.CtcHead.IsNone then model.AttachCtcHead CtcAlphabet.classes
         TrainedParts.apply config.TrainedParts model |> ignore
         use optimizer = Optimizer.forMagnet (optimizerSettings config) model
         use sampling = Boundaries.generator (config.Seed + 1L) device
-        let generators = [ SamplingGenerator, sampling ]
+        use specAugment = SpecAugment.generator (config.Seed + 2L)
+        let generators = [ SamplingGenerator, sampling ] @ (if config.SpecAugment.IsSome then [ SpecAugmentGenerator, specAugment ] else [])
         let mutable step = 0
         let mutable position = BatchPosition.Start
         let mutable standing = { Best = None; SinceBest = 0 }
@@ -240,6 +246,7 @@ module Supervised =
         | None -> ()
         let firstStep = step
         let train = readCorpus config config.Workers options.Ffmpeg "data" config.DataSplits config.Data
+        let ctcTargets = dict [ for u in train.Utterances -> u.Id, CtcAlphabet.encode u.Transcript ]
         let dev = config.DevData |> Option.map (readCorpus config config.Workers options.Ffmpeg "dev_data" config.DevSplits)
         let collate = CollateOptions.ForMagnet(model, config.Language, Transcribe, targetKinds config model)
         let batching =
@@ -303,6 +310,7 @@ module Supervised =
                 raise (InvalidDataException $"key 'data' ({config.Data}): the training data ran out at step {step}: every utterance of the later epochs was left out")
             let loaded = e.Current
             use batch = loaded.Batch
+            use mel = match config.SpecAugment with Some sa -> SpecAugment.apply sa specAugment batch.Mel batch.FrameMask | None -> batch.Mel.alias()
             let watch = Stopwatch.StartNew()
             let p = Curve.progress step config.MaxSteps
             let schedules = PredictorCurves.schedules curves p
@@ -313,12 +321,14 @@ module Supervised =
             let counts (lo, n) = TrainingStep.countsOf (slice (lo, n) batch.Labels)
             let loss (lo, n) =
                 let input =
-                    { ForwardInput.Training(slice (lo, n) batch.Mel, Some(slice (lo, n) batch.FrameMask), slice (lo, n) batch.Labels,
+                    { ForwardInput.Training(slice (lo, n) mel, Some(slice (lo, n) batch.FrameMask), slice (lo, n) batch.Labels,
                                             batch.TargetMatrix |> Option.map (fun t -> t.narrow(1L, lo, n)), sampling) with
                         DecoderInputs = Some(slice (lo, n) batch.DecoderInputs)
                         TokenMask = Some(slice (lo, n) batch.TokenMask)
                         Schedules = schedules }
-                LossSums.magnetObserved observe model input
+                if config.CtcWeight > 0.0 then
+                    LossSums.magnetCtc observe model input config.CtcWeight [| for i in lo .. lo + n - 1L -> ctcTargets.[batch.Ids.[int i]] |]
+                else LossSums.magnetObserved observe model input
             let multiplier = LearningRate.multiplier schedule step
             let report = TrainingStep.run optimizer { MaxGradientNorm = config.MaxGradientNorm } multiplier rows counts loss
             step <- step + 1
@@ -346,6 +356,7 @@ module Supervised =
                            MetricKeys.TrainEpoch, epoch
                            "train/samples_per_second", samplesPerSecond
                            "train/skipped_update", (if report.Skipped.IsSome then 1.0 else 0.0) ]
+                         @ (if config.CtcWeight > 0.0 then [ "train/ctc_loss", report.CtcLoss ] else [])
                          @ scheduleValues
                 sink.Log(int64 step, values)
                 events.Logged { Step = step; Values = values }

@@ -93,7 +93,11 @@ type TrainConfig =
       MaxDuration: float option
       /// Updates skipped in a row for a NaN or infinite loss or gradient that the run tolerates; one more stops it
       /// (`max_nonfinite_steps`).
-      MaxNonFiniteSteps: int }
+      MaxNonFiniteSteps: int
+      /// SpecAugment on the training batches; None = off (`spec_augment`: null, true for the defaults, or an object).
+      SpecAugment: SpecAugmentSettings option
+      /// Weight w of the auxiliary CTC loss on the encoder: loss = (1 − w)·CE + w·CTC; 0 = off (`ctc_weight`).
+      CtcWeight: float }
 
 /// Reading, overriding and writing configurations.
 [<RequireQualifiedAccess>]
@@ -106,7 +110,7 @@ module TrainConfig =
           MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1
           LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
           KeepCheckpoints = 3; Seed = 0L; Language = "en"; Workers = 2; MaxDuration = None
-          MaxNonFiniteSteps = 10 }
+          MaxNonFiniteSteps = 10; SpecAugment = None; CtcWeight = 0.0 }
 
     let private decayName (d: LearningRateDecay) =
         match d with
@@ -174,6 +178,39 @@ module TrainConfig =
         w.WriteStartArray name
         for x in values do w.WriteStringValue x
         w.WriteEndArray()
+
+    /// `spec_augment`: null or false = off, true = the defaults, an object = the defaults with its keys.
+    let private specAugmentOf (at: string) (v: JsonElement) : SpecAugmentSettings option =
+        match v.ValueKind with
+        | JsonValueKind.Null | JsonValueKind.False -> None
+        | JsonValueKind.True -> Some SpecAugmentSettings.Default
+        | JsonValueKind.Object ->
+            let count (name: string) (e: JsonElement) = int' at $"spec_augment.{name}" 0 e
+            let settings =
+                v.EnumerateObject()
+                |> Seq.fold (fun (s: SpecAugmentSettings) p ->
+                    match p.Name with
+                    | "freq_masks" -> { s with FrequencyMasks = count p.Name p.Value }
+                    | "freq_width" -> { s with FrequencyWidth = count p.Name p.Value }
+                    | "time_masks" -> { s with TimeMasks = count p.Name p.Value }
+                    | "time_width" -> { s with TimeWidth = count p.Name p.Value }
+                    | "time_ratio" -> { s with TimeRatio = num at "spec_augment.time_ratio" (fun x -> x >= 0.0 && x <= 1.0) "a number in [0, 1]" p.Value }
+                    | other -> fail at "spec_augment" $"has no key '{other}' (it has freq_masks, freq_width, time_masks, time_width, time_ratio)")
+                    SpecAugmentSettings.Default
+            Some settings
+        | _ -> fail at "spec_augment" $"must be null, true, false or an object, got {v.GetRawText()}"
+
+    let private writeSpecAugment (w: Utf8JsonWriter) (value: SpecAugmentSettings option) =
+        match value with
+        | None -> w.WriteNull "spec_augment"
+        | Some s ->
+            w.WriteStartObject "spec_augment"
+            w.WriteNumber("freq_masks", s.FrequencyMasks)
+            w.WriteNumber("freq_width", s.FrequencyWidth)
+            w.WriteNumber("time_masks", s.TimeMasks)
+            w.WriteNumber("time_width", s.TimeWidth)
+            w.WriteNumber("time_ratio", s.TimeRatio)
+            w.WriteEndObject()
 
     let private keys: Key list =
         let k name read write = { Name = name; Read = read; Write = write }
@@ -251,7 +288,10 @@ module TrainConfig =
           k "max_duration" (fun at v c -> { c with MaxDuration = optional v (num at "max_duration" (fun x -> x > 0.0 && x <= 30.0) "a number in (0, 30] or null") })
               (fun w c -> writeOption w "max_duration" c.MaxDuration)
           k "max_nonfinite_steps" (fun at v c -> { c with MaxNonFiniteSteps = int' at "max_nonfinite_steps" 0 v })
-              (fun w c -> w.WriteNumber("max_nonfinite_steps", c.MaxNonFiniteSteps)) ]
+              (fun w c -> w.WriteNumber("max_nonfinite_steps", c.MaxNonFiniteSteps))
+          k "spec_augment" (fun at v c -> { c with SpecAugment = specAugmentOf at v }) (fun w c -> writeSpecAugment w c.SpecAugment)
+          k "ctc_weight" (fun at v c -> { c with CtcWeight = num at "ctc_weight" (fun x -> x >= 0.0 && x <= 1.0) "a number in [0, 1]" v })
+              (fun w c -> w.WriteNumber("ctc_weight", c.CtcWeight)) ]
 
     /// Every key's name, in the order config.json lists them.
     let keyNames: string list = keys |> List.map _.Name

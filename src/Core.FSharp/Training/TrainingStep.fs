@@ -17,7 +17,10 @@ type LossSums =
       TokenCrossEntropy: Tensor
       /// () Σ over the micro-batch's utterances of their boundary losses (Σ over predictors), differentiable; a zero
       /// for stock Whisper.
-      BoundaryLoss: Tensor }
+      BoundaryLoss: Tensor
+      /// The auxiliary CTC loss and its weight w, when on: () Σ over the micro-batch's utterances of their CTC losses,
+      /// differentiable. The step's loss becomes (1 − w)·CE + w·CTC + boundary, CTC normalised by utterances.
+      Ctc: (float * Tensor) option }
 
 /// The sizes a micro-batch adds to the normalisers of its accumulated batch.
 type BatchCounts =
@@ -41,6 +44,8 @@ type StepReport =
       CrossEntropy: float
       /// Utterance-mean boundary loss (Σ over predictors) over the accumulated batch.
       BoundaryLoss: float
+      /// Utterance-mean CTC loss over the accumulated batch (unweighted); NaN when the CTC loss is off.
+      CtcLoss: float
       /// Global L2 norm of the trained parameters' gradient before clipping (NaN when the loss was not finite).
       GradientNorm: float
       /// The learning-rate multiplier the update used.
@@ -114,25 +119,44 @@ module TrainingStep =
     /// Σ_i (TokenCrossEntropy_i / N + BoundaryLoss_i / U), N and U the accumulated batch's label tokens and
     /// utterances. Each micro-batch runs in its own dispose scope. Returns (loss, cross-entropy, boundary loss,
     /// counts), or NonFiniteLoss at the first micro-batch whose loss is NaN or infinite.
-    let accumulate (microBatches: 'b list) (counts: 'b -> BatchCounts) (loss: 'b -> LossSums) : Result<float * float * float * BatchCounts, SkipReason> =
+    /// With the CTC loss on (LossSums.Ctc), the micro-batch's loss is (1 − w)·CE_i / N + w·CTC_i / U + boundary_i / U
+    /// and the result's loss is their sum; the CTC value is the unweighted utterance mean (NaN when off).
+    let accumulateWithCtc (microBatches: 'b list) (counts: 'b -> BatchCounts) (loss: 'b -> LossSums) : Result<float * float * float * float * BatchCounts, SkipReason> =
         if microBatches.IsEmpty then invalidArg "microBatches" "an update needs at least one micro-batch"
         let total = totalCounts microBatches counts
         if total.Tokens <= 0L then invalidArg "microBatches" "the accumulated batch has no counted label token (every label is -100)"
-        let rec run (batches: 'b list) (ce: float) (boundary: float) =
+        let rec run (batches: 'b list) (ce: float) (boundary: float) (ctc: float option) (weighted: float) =
             match batches with
-            | [] -> Ok(ce + boundary, ce, boundary, total)
+            | [] ->
+                // Without CTC the loss is ce + boundary exactly as before the CTC loss existed.
+                Ok((if ctc.IsSome then weighted else ce + boundary), ce, boundary, Option.defaultValue nan ctc, total)
             | batch :: rest ->
-                let ceI, boundaryI =
+                let ceI, boundaryI, ctcI, lossI =
                     use _ = torch.NewDisposeScope()
                     let sums = loss batch
                     let ceTerm = sums.TokenCrossEntropy / float total.Tokens
                     let boundaryTerm = sums.BoundaryLoss.to_type(ceTerm.dtype) / float total.Utterances
-                    let l = ceTerm + boundaryTerm
-                    if Double.IsFinite(value l) then l.backward()
-                    value ceTerm, value boundaryTerm
-                if Double.IsFinite(ceI + boundaryI) then run rest (ce + ceI) (boundary + boundaryI)
+                    let l, ctcValue =
+                        match sums.Ctc with
+                        | None -> ceTerm + boundaryTerm, None
+                        | Some(w, ctcSum) ->
+                            let ctcTerm = ctcSum.to_type(ceTerm.dtype) / float total.Utterances
+                            ceTerm * (1.0 - w) + ctcTerm * w + boundaryTerm, Some(value ctcTerm)
+                    let lv = value l
+                    if Double.IsFinite lv then l.backward()
+                    value ceTerm, value boundaryTerm, ctcValue, lv
+                if Double.IsFinite(ceI + boundaryI) && Double.IsFinite lossI then
+                    let ctc = match ctc, ctcI with
+                              | _, None -> ctc
+                              | None, Some c -> Some c
+                              | Some a, Some c -> Some(a + c)
+                    run rest (ce + ceI) (boundary + boundaryI) ctc (weighted + lossI)
                 else Error NonFiniteLoss
-        run microBatches 0.0 0.0
+        run microBatches 0.0 0.0 None 0.0
+
+    /// accumulate without the CTC value: (loss, cross-entropy, boundary loss, counts).
+    let accumulate (microBatches: 'b list) (counts: 'b -> BatchCounts) (loss: 'b -> LossSums) : Result<float * float * float * BatchCounts, SkipReason> =
+        accumulateWithCtc microBatches counts loss |> Result.map (fun (l, ce, b, _, total) -> l, ce, b, total)
 
     /// Scales the parameters' gradients in place to a global norm of at most maxNorm (torch's clip_grad_norm_);
     /// returns the norm before clipping. Gradients with a non-finite norm are left as they are.
@@ -165,12 +189,12 @@ module TrainingStep =
         let parameters = optimizer.Parameters |> List.map snd
         clearGradients parameters
         let report =
-            match accumulate microBatches counts loss with
+            match accumulateWithCtc microBatches counts loss with
             | Error reason ->
-                { Loss = nan; CrossEntropy = nan; BoundaryLoss = nan; GradientNorm = nan; LearningRateMultiplier = multiplier
+                { Loss = nan; CrossEntropy = nan; BoundaryLoss = nan; CtcLoss = nan; GradientNorm = nan; LearningRateMultiplier = multiplier
                   Counts = totalCounts microBatches counts
                   Skipped = Some reason }
-            | Ok(l, ce, boundary, total) ->
+            | Ok(l, ce, boundary, ctc, total) ->
                 let norm = clip settings.MaxGradientNorm parameters
                 let skipped =
                     if Double.IsFinite norm then
@@ -178,7 +202,7 @@ module TrainingStep =
                         optimizer.AdamW.step() |> ignore
                         None
                     else Some NonFiniteGradient
-                { Loss = l; CrossEntropy = ce; BoundaryLoss = boundary; GradientNorm = norm; LearningRateMultiplier = multiplier
+                { Loss = l; CrossEntropy = ce; BoundaryLoss = boundary; CtcLoss = ctc; GradientNorm = norm; LearningRateMultiplier = multiplier
                   Counts = total; Skipped = skipped }
         clearGradients parameters
         report
@@ -195,7 +219,31 @@ module LossSums =
         let boundary =
             result.Encoder.Layers
             |> List.fold (fun (acc: Tensor) l -> acc + l.Output.LossPerUtterance.to_type(ce.dtype).sum()) (torch.zeros([||], dtype = ce.dtype, device = ce.device))
-        { TokenCrossEntropy = ce; BoundaryLoss = boundary }
+        { TokenCrossEntropy = ce; BoundaryLoss = boundary; Ctc = None }
+
+    /// magnetObserved plus the auxiliary CTC loss with weight w on the same forward: the model's CTC head on the final
+    /// encoder states (valid lengths from the encoder's mask, i.e. after the convolution stride and any predictor)
+    /// against `targets` (one character-class array per row, CtcAlphabet.encode). w = 0 is exactly magnetObserved.
+    let magnetCtc (observe: ForwardResult -> unit) (model: MagnetWhisperModel) (input: ForwardInput) (w: float) (targets: int[][]) : LossSums =
+        if not (w >= 0.0 && w <= 1.0) then invalidArg (nameof w) $"the CTC weight must be in [0, 1], got {w}"
+        if w = 0.0 then magnetObserved observe model input
+        else
+            let head =
+                match model.CtcHead with
+                | Some h -> h
+                | None -> invalidOp "the CTC loss needs the model's CTC head (MagnetWhisperModel.AttachCtcHead)"
+            use result = model.Forward input
+            observe result
+            let ce = TrainingStep.tokenCrossEntropySum result.Logits input.Labels
+            let boundary =
+                result.Encoder.Layers
+                |> List.fold (fun (acc: Tensor) l -> acc + l.Output.LossPerUtterance.to_type(ce.dtype).sum()) (torch.zeros([||], dtype = ce.dtype, device = ce.device))
+            use logits = head.forward result.Encoder.Hidden
+            let lengths =
+                use valid = result.Encoder.Mask.ne((0).ToScalar()).sum(1L).cpu()
+                [| for i in 0L .. valid.shape.[0] - 1L -> valid.[i].item<int64>() |]
+            let ctc = (Ctc.perUtterance logits lengths targets).sum()
+            { TokenCrossEntropy = ce; BoundaryLoss = boundary; Ctc = Some(w, ctc) }
 
     /// MagnetWhisper's forward (`MagnetWhisperModel.Forward`): Σ token cross-entropy of its logits and Σ of each
     /// utterance's boundary losses over the predictor layers, both in the model's precision (float32 at least; the
@@ -207,4 +255,4 @@ module LossSums =
     let whisper (model: WhisperModel) (mel: Tensor) (tokens: Tensor) (labels: Tensor) (tokenMask: Tensor option) (encoderMask: Tensor option) : LossSums =
         use logits = model.Logits(mel, tokens, tokenMask, encoderMask)
         let ce = TrainingStep.tokenCrossEntropySum logits labels
-        { TokenCrossEntropy = ce; BoundaryLoss = torch.zeros([||], dtype = ce.dtype, device = ce.device) }
+        { TokenCrossEntropy = ce; BoundaryLoss = torch.zeros([||], dtype = ce.dtype, device = ce.device); Ctc = None }

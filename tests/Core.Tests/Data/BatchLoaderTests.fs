@@ -27,7 +27,7 @@ let private writeWav (path: string) (n: int) =
 
 let private utterance (path: string) (text: string) (seconds: float option) =
     { Id = Path.GetFileNameWithoutExtension path; Audio = AudioFile path; Transcript = text; Duration = seconds
-      Speaker = None; Split = None }
+      Speaker = None; Split = None; Phones = None }
 
 let private collate = CollateOptions.Of(WhisperConfig.preset "tiny", "en", Transcribe)
 let private inOrder size = { Seed = 0L; Shuffle = false; Size = Utterances size; BucketWindow = None }

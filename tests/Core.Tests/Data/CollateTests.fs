@@ -19,7 +19,7 @@ let private english =
     { multilingual with VocabSize = 51864; PadTokenId = 50256; BosTokenId = 50256; EosTokenId = 50256; DecoderStartTokenId = 50257 }
 
 let private utterance id text =
-    { Id = id; Audio = AudioFile $"{id}.wav"; Transcript = text; Duration = None; Speaker = None; Split = None }
+    { Id = id; Audio = AudioFile $"{id}.wav"; Transcript = text; Duration = None; Speaker = None; Split = None; Phones = None }
 
 /// A 16 kHz tone of n samples.
 let private tone (n: int) = Array.init n (fun i -> float32 (0.1 * sin (2.0 * System.Math.PI * 440.0 * float i / 16000.0)))

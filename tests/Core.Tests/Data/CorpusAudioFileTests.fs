@@ -17,7 +17,7 @@ let private soxi (path: string) : float =
     Double.Parse(text.Trim(), Globalization.CultureInfo.InvariantCulture)
 
 let private utterance (id: string) (duration: float option) =
-    { Id = id; Audio = AudioFile $"{id}.flac"; Transcript = "t"; Duration = duration; Speaker = None; Split = None }
+    { Id = id; Audio = AudioFile $"{id}.flac"; Transcript = "t"; Duration = duration; Speaker = None; Split = None; Phones = None }
 
 [<Tests>]
 let tests =

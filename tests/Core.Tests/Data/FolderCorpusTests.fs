@@ -10,7 +10,7 @@ open MagnetWhisper.Core.Data
 open MagnetWhisper.Tests.Audio.Tools
 
 let private utterance id split duration =
-    { Id = id; Audio = AudioFile $"{id}.wav"; Transcript = "t"; Duration = duration; Speaker = None; Split = split }
+    { Id = id; Audio = AudioFile $"{id}.wav"; Transcript = "t"; Duration = duration; Speaker = None; Split = split; Phones = None }
 
 [<Tests>]
 let tests =
@@ -62,11 +62,11 @@ let tests =
                 let fromFile = Audio.loadUsing (Some ffmpeg) file
                 let embedded =
                     { Id = "x"; Audio = EmbeddedAudio ("shard row 0", fun () -> File.ReadAllBytes file); Transcript = "t"
-                      Duration = None; Speaker = None; Split = None }
+                      Duration = None; Speaker = None; Split = None; Phones = None }
                 let fromBytes = UtteranceAudio.loadUsing (Some ffmpeg) embedded
                 Expect.equal fromBytes fromFile $"{Path.GetFileName file}: same samples from bytes as from the file"
             let empty = { Id = "e"; Audio = EmbeddedAudio ("shard row 9", fun () -> [||]); Transcript = "t"
-                          Duration = None; Speaker = None; Split = None }
+                          Duration = None; Speaker = None; Split = None; Phones = None }
             let e = Expect.throwsC (fun () -> UtteranceAudio.loadUsing (Some ffmpeg) empty |> ignore) id
             Expect.stringContains e.Message "shard row 9" "names the embedded source"
         }

@@ -38,7 +38,7 @@ let private tone (f: float) (seconds: float) =
 let private utterance (id: string) (transcript: string) (samples: float32[]) =
     let bytes = wavBytes samples
     { Id = id; Audio = EmbeddedAudio($"{id}.wav", fun () -> bytes); Transcript = transcript; Duration = None
-      Speaker = None; Split = None }
+      Speaker = None; Split = None; Phones = None }
 
 let private corpusOf (utterances: Utterance list) = { Name = "memory"; Utterances = Array.ofList utterances; Skipped = [||] }
 
@@ -48,6 +48,7 @@ let private scripted (byLength: Map<int, string>) (batches: ResizeArray<int>) : 
         batches.Add waves.Length
         { Texts = waves |> Array.map (fun w -> byLength.[w.Length])
           Predictors = waves |> Array.map (fun w -> [| { Layer = 2; Boundaries = w.Length / 1600; Positions = w.Length / 320 } |])
+          Boundaries = waves |> Array.map (fun _ -> [||])
           EncoderSeconds = 0.0
           DecodeSeconds = 0.0 }
 
@@ -131,7 +132,7 @@ let tests =
         test "unreadable, empty and over-long audio are skipped with their reasons and counted; the rest is evaluated" {
             let good = tone 220.0 1.0
             let broken = { Id = "broken"; Audio = EmbeddedAudio("broken.wav", fun () -> Encoding.ASCII.GetBytes "RIFF....WAVEnot really")
-                           Transcript = "x"; Duration = None; Speaker = None; Split = None }
+                           Transcript = "x"; Duration = None; Speaker = None; Split = None; Phones = None }
             let corpus =
                 { corpusOf [ utterance "good" "hello" good; broken; utterance "empty" "x" [||]; utterance "long" "x" (tone 220.0 31.0) ] with
                     Skipped = [| { Source = "lonely.flac"; Reason = "no transcript" } |] }
@@ -144,6 +145,39 @@ let tests =
             Expect.stringContains result.Skipped.[3].Reason "31.00 s is longer than the 30 s window" "too long"
             let last = progress.[progress.Count - 1]
             Expect.equal (last.Done, last.Total, last.Skipped) (4, 4, 3) "progress counts skipped utterances as done"
+        }
+
+        test "utterances with phone alignments get boundary precision, recall, F1 and random F1 (by hand); summary.json has them" {
+            use dir = new TempDir()
+            // a (1.0 s): references 0.11, 0.29, 0.5 (the last phone's end 1.0 is the utterance's end); predictions
+            // 0.1, 0.3, 0.7 → 0.1 ↔ 0.11 and 0.3 ↔ 0.29: matched 2 of 3 and 3 → P = R = F1 = 2/3.
+            // b (1.5 s) has no alignment; c (2.0 s) names a missing one and is skipped with the reason.
+            File.WriteAllText(dir.File "a.phones", "0.11 pau\n0.29 h\n0.5 ay\n1.0 pau\n")
+            let a, b, c = tone 220.0 1.0, tone 330.0 1.5, tone 440.0 2.0
+            let corpus =
+                corpusOf [ { utterance "a" "x" a with Phones = Some(dir.File "a.phones") }
+                           utterance "b" "x" b
+                           { utterance "c" "x" c with Phones = Some(dir.File "c.phones") } ]
+            let candidates = Array.init 49 (fun i -> float (i + 1) * 0.02)
+            let transcribe (waves: float32[][]) (_: CancellationToken) =
+                { Texts = waves |> Array.map (fun _ -> "x")
+                  Predictors = waves |> Array.map (fun _ -> [| { Layer = 1; Boundaries = 4; Positions = 50 } |])
+                  Boundaries = waves |> Array.map (fun _ -> [| ({ Layer = 1; Candidates = candidates; Predicted = [| 0.1; 0.3; 0.7 |] }: BoundaryAccuracy.PredictorBoundaries) |])
+                  EncoderSeconds = 0.0
+                  DecodeSeconds = 0.0 }
+            let result = Evaluator.run transcribe options corpus ignoreProgress CancellationToken.None
+            Expect.equal (result.Utterances |> Array.map (fun u -> u.Id, u.Boundaries.Length)) [| "a", 1; "b", 0 |] "only a is scored; c is skipped"
+            Expect.stringContains (result.Skipped |> Array.exactlyOne).Reason "c.phones" "the missing alignment is named"
+            let layer = List.exactlyOne result.Boundaries
+            Expect.equal (layer.Layer, layer.Utterances, layer.Counts.Predicted, layer.Counts.Reference, layer.Counts.Matched) (1, 1, 3, 3, 2) "counts"
+            Expect.isTrue (layer.Counts.RandomMatched >= 0.0 && layer.Counts.RandomMatched <= 3.0) "random matches within [0, 3]"
+            Report.write (dir.File "out") "toy" result |> ignore
+            use summary = JsonDocument.Parse(File.ReadAllText(dir.File "out/summary.json"))
+            let entry = summary.RootElement.GetProperty("boundaries").[0]
+            for key in [ "precision"; "recall"; "f1" ] do
+                Expect.floatClose Accuracy.veryHigh (entry.GetProperty(key).GetDouble()) (2.0 / 3.0) key
+            Expect.floatClose Accuracy.veryHigh (entry.GetProperty("random_f1").GetDouble()) (2.0 * layer.Counts.RandomMatched / 6.0) "random F1 = 2·E[matched] / (3 + 3)"
+            Expect.floatClose Accuracy.veryHigh (entry.GetProperty("tolerance_seconds").GetDouble()) 0.02 "±20 ms"
         }
 
         test "batches are sorted by length, at most BatchSize, and the result does not depend on the batch size" {
@@ -204,6 +238,36 @@ let tests =
                 let p = List.exactlyOne one.Predictors
                 let total = one.Utterances |> Array.sumBy (fun u -> u.Predictors.[0].Boundaries)
                 Expect.equal p.Boundaries (int64 total) "Σ boundaries"
+            }
+
+            test "a random MagnetWhisper's boundary scores do not depend on the batch size; predictions = boundaries − the forced last" {
+                torch.manual_seed 7L |> ignore
+                use model = new MagnetWhisperModel(TranscribeTests.tinyConfig, MagnetOptions.Default.WithPredictor(1, Bp1, 0.3))
+                model.eval() |> ignore
+                // Final bias 0 instead of −2.5: the random scores put boundaries at some positions, not none.
+                do
+                    use _ = torch.no_grad()
+                    for n, p in model.State do
+                        if n = "model.encoder.boundary_predictors.1.boundary_mlp.2.bias" then p.zero_() |> ignore
+                use dir = new TempDir()
+                // Phones every 0.1 s up to the end: references 0.1 … (n − 1)·0.1 for an utterance of n/10 s.
+                let seconds = [ 1.0; 2.5; 1.5 ]
+                let corpus =
+                    corpusOf
+                        [ for i, s in List.indexed seconds do
+                              let path = dir.File $"u{i}.phones"
+                              let n = int (Math.Round(s * 10.0))
+                              File.WriteAllLines(path, [ for k in 1 .. n -> $"{float k * 0.1} p{k}" ])
+                              yield { utterance $"u{i}" "red" (tone (200.0 + 50.0 * s) s) with Phones = Some path } ]
+                let evaluate batchSize =
+                    Evaluator.evaluate model { options with BatchSize = batchSize; MaxTokens = Some 2 } corpus ignoreProgress CancellationToken.None
+                let one, three = evaluate 1, evaluate 3
+                Expect.equal (three.Utterances |> Array.map _.Boundaries) (one.Utterances |> Array.map _.Boundaries) "independent of the batch size"
+                for u, s in Array.zip one.Utterances (Array.ofList seconds) do
+                    let b = Array.exactlyOne u.Boundaries
+                    Expect.equal b.Counts.Predicted (u.Predictors.[0].Boundaries - 1) $"{u.Id}: predicted"
+                    Expect.equal b.Counts.Reference (int (Math.Round(s * 10.0)) - 1) $"{u.Id}: references"
+                Expect.isGreaterThan (List.exactlyOne one.Boundaries).Counts.Predicted 0 "some boundaries predicted"
             }
         ]
 

@@ -61,35 +61,60 @@ let private state (dir: string) =
 
 let private run c dir resume o ct = Supervised.run c dir resume o SupervisedEvents.None ct
 
+/// Runs c whole (4 steps) and stopped at 2 then resumed, in temp: losses and final parameters equal bit for bit,
+/// and another seed differs. Returns the whole run's losses.
+let private resumesBitIdentically (c: TrainConfig) (temp: MagnetFixtures.Temp) =
+    let whole = run c (temp.Sub "whole") false options CancellationToken.None
+    Expect.equal (whole.Outcome, whole.Step) (Completed, 4) "the whole run completes"
+    let parted = temp.Sub "parted"
+    let first = run c parted false { options with StopAtStep = Some 2 } CancellationToken.None
+    Expect.equal (first.Outcome, first.Step) (Interrupted, 2) "stopped at step 2"
+    Expect.isFalse (Directory.Exists(Path.Combine(parted, "final"))) "no final/ for an interrupted run"
+    // The global generator moves on in between, as in a new process.
+    torch.manual_seed 999L |> ignore
+    let second = run TrainConfig.Default parted true options CancellationToken.None
+    Expect.equal (second.Outcome, second.Step) (Completed, 4) "resumed to 4"
+    let expected = losses (temp.Sub "whole")
+    Expect.equal (expected |> List.map (fun (s, _, _) -> s) |> List.distinct) [ 1L; 2L; 3L; 4L ] "a line per step"
+    // Training moves: the losses are not one constant (else equality would prove nothing).
+    let trainLoss = expected |> List.filter (fun (_, k, _) -> k = MetricKeys.TrainLoss) |> List.map (fun (_, _, v) -> v)
+    Expect.isGreaterThan (List.distinct trainLoss).Length 1 "losses change"
+    Expect.sequenceEqual (losses parted) expected "metrics.jsonl losses bit-identical"
+    let a = state (Path.Combine(temp.Sub "whole", "final"))
+    let b = state (Path.Combine(parted, "final"))
+    Expect.isEmpty (TrainingFixtures.changed a b) "final parameters bit-identical"
+    // Another seed gives other losses: the comparison above sees the run's randomness.
+    let other = run { c with Seed = 4L } (temp.Sub "other") false options CancellationToken.None
+    Expect.equal other.Step 4 "other seed ran"
+    Expect.notEqual (losses (temp.Sub "other")) expected "another seed, other losses"
+    expected
+
 [<Tests>]
 let tests =
     testSequenced <| testList "training.supervised" [
         test "a run stopped at step 2 and resumed to 4 has the uninterrupted run's losses and parameters, bit for bit" {
             use temp = new MagnetFixtures.Temp()
+            resumesBitIdentically (setup temp) temp |> ignore
+        }
+
+        test "with SpecAugment on: resumed bit for bit, and the losses differ from the run without it" {
+            use temp = new MagnetFixtures.Temp()
             let c = setup temp
-            let whole = run c (temp.Sub "whole") false options CancellationToken.None
-            Expect.equal (whole.Outcome, whole.Step) (Completed, 4) "the whole run completes"
-            let parted = temp.Sub "parted"
-            let first = run c parted false { options with StopAtStep = Some 2 } CancellationToken.None
-            Expect.equal (first.Outcome, first.Step) (Interrupted, 2) "stopped at step 2"
-            Expect.isFalse (Directory.Exists(Path.Combine(parted, "final"))) "no final/ for an interrupted run"
-            // The global generator moves on in between, as in a new process.
-            torch.manual_seed 999L |> ignore
-            let second = run TrainConfig.Default parted true options CancellationToken.None
-            Expect.equal (second.Outcome, second.Step) (Completed, 4) "resumed to 4"
-            let expected = losses (temp.Sub "whole")
-            Expect.equal (expected |> List.map (fun (s, _, _) -> s) |> List.distinct) [ 1L; 2L; 3L; 4L ] "a line per step"
-            // Training moves: the losses are not one constant (else equality would prove nothing).
-            let trainLoss = expected |> List.filter (fun (_, k, _) -> k = MetricKeys.TrainLoss) |> List.map (fun (_, _, v) -> v)
-            Expect.isGreaterThan (List.distinct trainLoss).Length 1 "losses change"
-            Expect.sequenceEqual (losses parted) expected "metrics.jsonl losses bit-identical"
-            let a = state (Path.Combine(temp.Sub "whole", "final"))
-            let b = state (Path.Combine(parted, "final"))
-            Expect.isEmpty (TrainingFixtures.changed a b) "final parameters bit-identical"
-            // Another seed gives other losses: the comparison above sees the run's randomness.
-            let other = run { c with Seed = 4L } (temp.Sub "other") false options CancellationToken.None
-            Expect.equal other.Step 4 "other seed ran"
-            Expect.notEqual (losses (temp.Sub "other")) expected "another seed, other losses"
+            let augmented = resumesBitIdentically { c with SpecAugment = Some SpecAugmentSettings.Default } temp
+            run c (temp.Sub "plain") false options CancellationToken.None |> ignore
+            Expect.notEqual augmented (losses (temp.Sub "plain")) "SpecAugment changes what the model sees"
+        }
+
+        test "with the CTC loss on: resumed bit for bit, train/ctc_loss logged, final/ holds the head" {
+            use temp = new MagnetFixtures.Temp()
+            let c = setup temp
+            let withCtc = resumesBitIdentically { c with CtcWeight = 0.3 } temp
+            let ctcLine = MetricsJsonl.read (Path.Combine(temp.Sub "whole", "metrics.jsonl")) |> List.head
+            let ctc = ctcLine.Values |> List.tryFind (fun (k, _) -> k = "train/ctc_loss")
+            Expect.isTrue (ctc |> Option.exists (fun (_, v) -> v > 0.0)) "train/ctc_loss logged"
+            let final = state (Path.Combine(temp.Sub "whole", "final"))
+            Expect.isTrue (final |> List.exists (fun (n, _) -> n = "ctc_head.weight")) "the head is saved"
+            Expect.isTrue (withCtc |> List.exists (fun (_, k, _) -> k = MetricKeys.TrainLoss)) "losses logged"
         }
 
         test "checkpoints every step keep the newest 2; a cancelled run stops after its step with a checkpoint" {
