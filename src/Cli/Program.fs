@@ -19,6 +19,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Visualize of ParseResults<Visualize.VisualizeArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<Eval.EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Corpus of ParseResults<Corpus.CorpusArgs>
+    | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<Report.ReportArgs>
     | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
@@ -33,6 +34,7 @@ type Command =
             | Visualize _ -> "write an HTML page of one audio's log-mel, boundary probabilities and boundaries, phones and transcript."
             | Corpus _ -> "make corpora: synth speaks generated sentences with espeak-ng, festival and flite."
             | Eval _ -> "evaluate a Whisper or MagnetWhisper folder on a corpus: WER, CER, compression, real-time factor."
+            | Report _ -> "write an HTML page of training runs: loss, learning rate, dev WER, compression, temperature; WER against compression."
             | Version -> "print the version and exit."
 
 /// Exit codes (README "Exit codes"): success, some inputs failed, the command line is wrong.
@@ -83,6 +85,7 @@ let main argv =
         | "transcribe" :: rest -> Args.rejectUnknown<Transcribe.TranscribeArgs> "transcribe" rest
         | "visualize" :: rest -> Args.rejectUnknown<Visualize.VisualizeArgs> "visualize" rest
         | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
+        | "report" :: rest -> Args.rejectUnknown<Report.ReportArgs> "report" rest
         | "corpus" :: rest -> Args.rejectUnknownInSubcommand<Corpus.CorpusArgs> "corpus" rest
         | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
@@ -108,6 +111,7 @@ let main argv =
         | Visualize a -> Visualize.run a
         | Eval a -> Eval.run a
         | Corpus a -> Corpus.run a
+        | Report a -> Report.run a
     with
     | :? ArgumentException as e ->
         // .NET appends " (Parameter 'name')"; the message itself already names the flag.
