@@ -75,7 +75,7 @@ let tests =
             let r = magnet (small @ [ "--memory"; "--steps"; "20" ])
             Expect.isTrue (r.Code = 0 || r.Code = 1) (string r)
             groups @"^updates\s+20 \(0 skipped\), median " r.Out |> ignore
-            let rss = groups @"^RSS\s+step 2 ([0-9.]+) MiB, step 20 ([0-9.]+) MiB: ([+\-][0-9.]+)%" r.Out |> List.map number
+            let rss = groups @"^RSS\s+\(after GC and malloc_trim\) step 2 ([0-9.]+) MiB, step 20 ([0-9.]+) MiB: ([+\-][0-9.]+)%" r.Out |> List.map number
             let tensors = groups @"^live tensors step 2 ([0-9]+), step 20 ([0-9]+): ([+\-][0-9.]+)%" r.Out |> List.map number
             let change (xs: float list) = 100.0 * (xs.[1] - xs.[0]) / xs.[0]
             Expect.floatClose { absolute = 0.1; relative = 0.0 } rss.[2] (change rss) "RSS change as printed"

@@ -27,6 +27,7 @@ type BenchTrainArgs =
     | Threads of count: int
     | Repeats of count: int
     | Warmup of count: int
+    | Phases
     | Memory
     | Steps of count: int
     | Quiet
@@ -42,6 +43,7 @@ type BenchTrainArgs =
             | Threads _ -> "libtorch intra-op threads, for both (default: libtorch's choice)."
             | Repeats _ -> "timed updates (default 5)."
             | Warmup _ -> "untimed updates first (default 1)."
+            | Phases -> "also time forward+backward, clipping and the AdamW step apart (over --repeats more updates)."
             | Memory -> "the memory check: 1000 updates (or --steps) of the mini configuration with a BP1 before layer 1; RSS and live tensors after a tenth of them and at the end."
             | Steps _ -> "updates of the memory check (implies --memory; at least 10)."
             | Quiet -> "no progress lines on stderr."
@@ -98,24 +100,50 @@ let makeBatch (config: WhisperConfig) (options: MagnetOptions) (batch: int) (sec
     g.Dispose()
     { Mel = mel; FrameMask = mask; Tokens = inputs; Labels = labels; Targets = targets }
 
+/// The loss sums of the model on the batch (sampled boundaries).
+let private lossOf (model: MagnetWhisperModel) (sampling: torch.Generator) (b: TrainBatch) () : LossSums =
+    let input = { ForwardInput.Training(b.Mel, Some b.FrameMask, b.Labels, b.Targets, sampling) with DecoderInputs = Some b.Tokens }
+    LossSums.magnet model input
+
+/// whisper.py's clipping.
+let private clipNorm = 2.0
+
 /// One update of the model on the batch (whisper.py's clipping at 2.0, a constant learning rate); its report.
 let update (model: MagnetWhisperModel) (optimizer: TrainingOptimizer) (sampling: torch.Generator) (b: TrainBatch) : StepReport =
-    let loss () =
-        let input =
-            { ForwardInput.Training(b.Mel, Some b.FrameMask, b.Labels, b.Targets, sampling) with DecoderInputs = Some b.Tokens }
-        LossSums.magnet model input
-    TrainingStep.run optimizer { MaxGradientNorm = Some 2.0 } 1.0 [ () ] (fun () -> TrainingStep.countsOf b.Labels) loss
+    TrainingStep.run optimizer { MaxGradientNorm = Some clipNorm } 1.0 [ () ] (fun () -> TrainingStep.countsOf b.Labels) (lossOf model sampling b)
+
+/// The pieces of TrainingStep.run timed apart: (forward + backward, clipping, AdamW step) in seconds.
+let phases (model: MagnetWhisperModel) (optimizer: TrainingOptimizer) (sampling: torch.Generator) (b: TrainBatch) : float * float * float =
+    let parameters = optimizer.Parameters |> List.map snd
+    TrainingStep.clearGradients parameters
+    let watch = Stopwatch.StartNew()
+    TrainingStep.accumulate [ () ] (fun () -> TrainingStep.countsOf b.Labels) (lossOf model sampling b) |> ignore
+    let forwardBackward = watch.Elapsed.TotalSeconds
+    TrainingStep.clip (Some clipNorm) parameters |> ignore
+    let clipped = watch.Elapsed.TotalSeconds
+    optimizer.SetLearningRate 1.0
+    optimizer.AdamW.step() |> ignore
+    let stepped = watch.Elapsed.TotalSeconds
+    TrainingStep.clearGradients parameters
+    forwardBackward, clipped - forwardBackward, stepped - clipped
 
 let private rss () =
     use p = Process.GetCurrentProcess()
     p.Refresh()
     p.WorkingSet64
 
-/// RSS (after a full collection, so only memory still referenced counts) and live TorchSharp tensors.
+/// glibc's malloc_trim: returns the free memory of the heap to the system.
+[<System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")>]
+extern int mallocTrim(unativeint pad)
+
+/// RSS and live TorchSharp tensors, after a full collection (only memory still referenced counts) and, on Linux,
+/// malloc_trim: glibc keeps freed blocks of the varying tensor sizes (the boundary count changes every update) and
+/// RSS would swing by tens of MiB with what the allocator holds rather than with what the process uses.
 let private memoryNow () =
     GC.Collect()
     GC.WaitForPendingFinalizers()
     GC.Collect()
+    if OperatingSystem.IsLinux() then (try mallocTrim 0un |> ignore with _ -> ())
     rss (), torch.Tensor.TotalCount
 
 /// The reference script in tools/pytorch above the executable or the current directory.
@@ -233,6 +261,11 @@ let private runTiming (args: ParseResults<BenchTrainArgs>) quiet =
     printfn "model        %s" (describe config options size)
     printfn "batch        %d utterances, %.3g s valid audio each, %d label tokens; %d threads, float32 CPU, AdamW, clip 2.0" batch seconds tokens (torch.get_num_threads ())
     printfn "ours         median %s (min %s, max %s) over %d updates, %.3g samples/s" (Output.ms med) (Output.ms (Array.min times)) (Output.ms (Array.max times)) repeats (float batch / med)
+    if args.Contains Phases then
+        let parts = Array.init repeats (fun _ -> phases model optimizer sampling batchData)
+        let medianOf f = parts |> Array.map f |> Output.median
+        printfn "phases       forward+backward %s, clipping %s, AdamW step %s (medians of %d more updates)"
+            (Output.ms (medianOf (fun (a, _, _) -> a))) (Output.ms (medianOf (fun (_, c, _) -> c))) (Output.ms (medianOf (fun (_, _, o) -> o))) repeats
     match pytorch with
     | None -> 0
     | Some None -> 1
@@ -280,8 +313,9 @@ let private runMemory (args: ParseResults<BenchTrainArgs>) quiet =
         times.Add watch.Elapsed.TotalSeconds
         if report.Skipped.IsSome then skipped <- skipped + 1
         if step = early then atEarly <- memoryNow ()
-        if step % (max 1 (steps / 10)) = 0 then
-            Output.progress quiet $"step {step}/{steps}: loss {report.Loss:F4}, {Output.ms watch.Elapsed.TotalSeconds}"
+        if step % (max 1 (steps / 10)) = 0 && not quiet then
+            let bytes, tensors = memoryNow ()
+            Output.progress quiet $"step {step}/{steps}: loss {report.Loss:F4}, {Output.ms watch.Elapsed.TotalSeconds}, RSS {float bytes / 1048576.0:F1} MiB, {tensors} live tensors"
     let atEnd = memoryNow ()
     let mib (b: int64) = float b / 1048576.0
     let change (a: int64) (b: int64) = 100.0 * float (b - a) / float (max 1L a)
@@ -294,7 +328,7 @@ let private runMemory (args: ParseResults<BenchTrainArgs>) quiet =
     printfn "model        %s" (describe config options size)
     printfn "batch        %d utterances, %.3g s valid audio each, %d label tokens; %d threads, float32 CPU, AdamW, clip 2.0" batch seconds tokens (torch.get_num_threads ())
     printfn "updates      %d (%d skipped), median %s (min %s, max %s), %.3g samples/s" steps skipped (Output.ms med) (Output.ms (Array.min all)) (Output.ms (Array.max all)) (float batch / med)
-    printfn "RSS          step %d %.1f MiB, step %d %.1f MiB: %+.2f%%" early (mib rssEarly) steps (mib rssEnd) rssChange
+    printfn "RSS          (after GC and malloc_trim) step %d %.1f MiB, step %d %.1f MiB: %+.2f%%" early (mib rssEarly) steps (mib rssEnd) rssChange
     printfn "live tensors step %d %d, step %d %d: %+.2f%%" early tensorsEarly steps tensorsEnd tensorChange
     let flat = abs rssChange <= 5.0 && abs tensorChange <= 5.0
     printfn "flat         %s" (if flat then "yes: RSS and live tensors agree within 5 %" else "NO: RSS or live tensors changed by more than 5 %")
