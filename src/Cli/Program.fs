@@ -21,6 +21,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Corpus of ParseResults<Corpus.CorpusArgs>
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<Train.TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Grpo of ParseResults<Grpo.GrpoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<Report.ReportArgs>
     | [<AltCommandLine("-V")>] Version
     interface IArgParserTemplate with
         member c.Usage =
@@ -37,6 +38,7 @@ type Command =
             | Train _ -> "train a model (supervised): from a config file and flags into a run folder; --resume continues one."
             | Grpo _ -> "train the boundary predictors by GRPO (reinforcement learning over sampled boundaries, docs/GRPO.md)."
             | Eval _ -> "evaluate a Whisper or MagnetWhisper folder on a corpus: WER, CER, compression, real-time factor."
+            | Report _ -> "write an HTML page of training runs: loss, learning rate, dev WER, compression, temperature; WER against compression."
             | Version -> "print the version and exit."
 
 /// Exit codes (README "Exit codes"): success, some inputs failed, the command line is wrong.
@@ -89,6 +91,7 @@ let main argv =
         | "eval" :: rest -> Args.rejectUnknown<Eval.EvalArgs> "eval" rest
         | "train" :: rest -> Args.rejectUnknown<Train.TrainArgs> "train" rest
         | "grpo" :: rest -> Args.rejectUnknown<Grpo.GrpoArgs> "grpo" rest
+        | "report" :: rest -> Args.rejectUnknown<Report.ReportArgs> "report" rest
         | "corpus" :: rest -> Args.rejectUnknownInSubcommand<Corpus.CorpusArgs> "corpus" rest
         | "bench" :: rest -> Args.rejectUnknownInSubcommand<Bench.BenchArgs> "bench" rest
         | _ -> ()
@@ -116,6 +119,7 @@ let main argv =
         | Corpus a -> Corpus.run a
         | Train a -> Train.run a
         | Grpo a -> Grpo.run a
+        | Report a -> Report.run a
     with
     | :? ArgumentException as e ->
         // .NET appends " (Parameter 'name')"; the message itself already names the flag.

@@ -38,6 +38,7 @@ type BenchArgs =
     | [<CliPrefix(CliPrefix.None)>] Encoder of ParseResults<BenchEncoder.BenchEncoderArgs>
     | [<CliPrefix(CliPrefix.None)>] Transcribe of ParseResults<BenchTranscribe.BenchTranscribeArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<BenchData.BenchDataArgs>
+    | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<BenchTrain.BenchTrainArgs>
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -45,6 +46,7 @@ type BenchArgs =
             | Encoder _ -> "Whisper encoder forward per 30 s window: median time, real-time factor, GFLOP/s; with --predictors, MagnetWhisper's speed-up per compression ratio."
             | Transcribe _ -> "transcription of a clip: median time, real-time factor, memory over repeated runs."
             | Data _ -> "batch loader: utterances/s with 1..N workers next to an encoder's consumption rate."
+            | Train _ -> "one training update (forward, backward, AdamW): median time, samples/s, ratio to PyTorch; --memory: RSS and live tensors over 1000 updates."
 
 /// One forward + backward pass of pool in a fresh dispose scope (memory stays flat); returns seconds.
 let private timeOnce (device: torch.Device) (pool: Tensor -> Tensor -> Tensor) (boundaries: Tensor) (hidden: Tensor) (upstream: Tensor) =
@@ -132,7 +134,8 @@ let run (args: ParseResults<BenchArgs>) : int =
     | Some(Encoder a) -> BenchEncoder.run a
     | Some(Transcribe a) -> BenchTranscribe.run a
     | Some(Data a) -> BenchData.run a
+    | Some(Train a) -> BenchTrain.run a
     | None ->
-        Output.error "bench needs a subcommand: downsample, encoder, transcribe or data"
+        Output.error "bench needs a subcommand: downsample, encoder, transcribe, data or train"
         eprintfn "%s" (args.Parser.PrintUsage())
         2

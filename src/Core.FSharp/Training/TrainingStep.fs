@@ -87,11 +87,17 @@ module TrainingStep =
         use _ = torch.NewDisposeScope()
         { Tokens = labels.ne(torch.tensor(-100L, device = labels.device)).sum().item<int64>(); Utterances = labels.shape.[0] }
 
-    /// The global L2 norm √(Σ‖g‖²) of gradients (each reduced in its own dtype, combined in float64) → float.
+    /// The global L2 norm √(Σ‖g‖²) of gradients (each reduced in its own dtype, float32 at least, combined in
+    /// float64) → float. Each norm reads its gradient in place, as torch's clip_grad_norm_ does: no float64 copy
+    /// of every gradient (which cost as much as the AdamW step on whisper-tiny).
     let globalNorm (gradients: Tensor seq) : float =
         use _ = torch.NewDisposeScope()
-        let squares = [ for g in gradients -> g.detach().to_type(torch.float64).square().sum().item<float>() ]
-        sqrt (List.sum squares)
+        let norms =
+            [ for g in gradients ->
+                  let g = g.detach()
+                  let g = if g.dtype = torch.float64 || g.dtype = torch.float32 then g else g.to_type(torch.float32)
+                  torch.linalg.vector_norm(g).to_type(torch.float64).item<float>() ]
+        sqrt (norms |> List.sumBy (fun n -> n * n))
 
     /// torch's clip_grad_norm_ factor: min(1, maxNorm / (norm + 1e-6)).
     let clipCoefficient (maxNorm: float) (norm: float) : float = min 1.0 (maxNorm / (norm + ClipEpsilon))
