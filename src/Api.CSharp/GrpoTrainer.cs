@@ -153,7 +153,7 @@ namespace MagnetWhisper
             {
                 try
                 {
-                    return new GrpoTrainingResult(runDirectory, Tr.Grpo.run(config, runDirectory, resume, options, report, cancellationToken));
+                    return new GrpoTrainingResult(runDirectory, Tr.Grpo.run(config, runDirectory, resume, options, Tr.RunEvents<Tr.GrpoProgress>.ProgressOnly(report), cancellationToken));
                 }
                 finally
                 {

@@ -79,7 +79,7 @@ namespace MagnetWhisper
                 device,
                 Options.StopAtStep is { } stop ? FSharpOption<int>.Some(stop) : FSharpOption<int>.None,
                 Core.Audio.Audio.findFfmpeg());
-            var events = new Tr.SupervisedEvents(
+            var events = new Tr.RunEvents<Tr.SupervisedProgress>(
                 FuncConvert.FromAction<Tr.SupervisedProgress>(p => progress?.Report(new TrainingProgress(p))),
                 FuncConvert.FromAction<Tr.SupervisedLog>(l => Logged?.Invoke(this, new TrainingLoggedEventArgs(l))),
                 FuncConvert.FromAction<Tr.SupervisedEvaluation>(e => Evaluated?.Invoke(this, new TrainingEvaluatedEventArgs(e))),

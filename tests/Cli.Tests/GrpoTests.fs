@@ -38,7 +38,7 @@ let tests =
             for l in lines do
                 for key in [ MetricKeys.TrainGrpoRewardMean; GrpoMetricKeys.ZeroSpreadFraction; GrpoMetricKeys.KeptFraction ] do
                     Expect.isTrue (l.Values |> List.exists (fun (k, _) -> k = key)) $"step {l.Step} has {key}"
-            let config = GrpoConfig.read (Path.Combine(dir, "run", Supervised.ConfigFile))
+            let config = GrpoConfig.read (Path.Combine(dir, "run", TrainingRun.ConfigFile))
             Expect.equal (config.GroupSize, config.Common.MaxSteps, config.Common.Workers) (2, 2, 1) "flags and --set in config.json"
         }
 

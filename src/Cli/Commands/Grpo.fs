@@ -108,8 +108,8 @@ let private checkNewRun (args: ParseResults<GrpoArgs>) (config: GrpoConfig) (run
     if not (File.Exists(Path.Combine(c.Model, "magnet.json"))) then
         invalidArg "--model" $"{modelSource} {c.Model}: not a MagnetWhisper folder (no magnet.json); GRPO starts from a MagnetWhisper, e.g. a supervised run's best/ or final/"
     if File.Exists runDir then invalidArg outputFlag $"{outputFlag} {runDir} is a file, not a folder"
-    if File.Exists(Path.Combine(runDir, Supervised.ConfigFile)) then
-        invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({Supervised.ConfigFile}): continue it with 'magnet grpo --resume {quoted runDir}' or choose another folder"
+    if File.Exists(Path.Combine(runDir, TrainingRun.ConfigFile)) then
+        invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({TrainingRun.ConfigFile}): continue it with 'magnet grpo --resume {quoted runDir}' or choose another folder"
 
 let run (args: ParseResults<GrpoArgs>) : int =
     let outputFlag = Args.typed [ "-o"; "--output" ]
@@ -128,14 +128,14 @@ let run (args: ParseResults<GrpoArgs>) : int =
                   for flag, _, _ in keyFlags args do yield flag ]
             match fixedFlags with
             | flag :: _ ->
-                invalidArg flag $"{flag}: a resumed run keeps its own configuration ({Path.Combine(dir, Supervised.ConfigFile)}), so that it continues exactly; only --device and --stop-at-step apply with --resume"
+                invalidArg flag $"{flag}: a resumed run keeps its own configuration ({Path.Combine(dir, TrainingRun.ConfigFile)}), so that it continues exactly; only --device and --stop-at-step apply with --resume"
             | [] -> ()
-            if not (File.Exists(Path.Combine(dir, Supervised.ConfigFile))) then
-                invalidArg "--resume" $"--resume {dir}: not a training run (no {Supervised.ConfigFile})"
-            if (Supervised.checkpoints dir).IsEmpty then
+            if not (File.Exists(Path.Combine(dir, TrainingRun.ConfigFile))) then
+                invalidArg "--resume" $"--resume {dir}: not a training run (no {TrainingRun.ConfigFile})"
+            if (TrainingRun.checkpoints dir).IsEmpty then
                 invalidArg "--resume" $"--resume {dir}: the run has no checkpoint to resume from (checkpoints/ is empty)"
             let config =
-                try GrpoConfig.read (Path.Combine(dir, Supervised.ConfigFile))
+                try GrpoConfig.read (Path.Combine(dir, TrainingRun.ConfigFile))
                 with :? InvalidDataException as e -> invalidArg "--resume" $"--resume {dir}: {e.Message}"
             dir, true, config
         | None, None -> invalidArg outputFlag "give -o RUN_DIR for a new run, or --resume RUN_DIR to continue one"
@@ -156,17 +156,17 @@ let run (args: ParseResults<GrpoArgs>) : int =
     use _int = PosixSignalRegistration.Create(PosixSignal.SIGINT, onSignal "interrupt")
     use _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, onSignal "terminate")
     let options: SupervisedOptions = { Device = device; StopAtStep = stopAt; Ffmpeg = Audio.Audio.findFfmpeg () }
-    if resume then eprintfn "resuming %s from %s on %O" runDir (Path.GetFileName(Supervised.checkpoints runDir |> List.last)) device
+    if resume then eprintfn "resuming %s from %s on %O" runDir (Path.GetFileName(TrainingRun.checkpoints runDir |> List.last)) device
     else eprintfn "GRPO from %s on %O into %s (K = %d, μ = %d)" config.Common.Model device runDir config.GroupSize config.InnerEpochs
     let progress (p: GrpoProgress) =
         if p.Step % config.Common.LogEvery = 0 || p.Step = p.MaxSteps then
             eprintfn "step %d/%d  reward %.4f  kept %.1f%%  %s elapsed" p.Step p.MaxSteps p.RewardMean (100.0 * p.KeptFraction) (Progress.clock p.ElapsedSeconds)
-    let result = MagnetWhisper.Core.Training.Grpo.run config runDir resume options progress cts.Token
+    let result = MagnetWhisper.Core.Training.Grpo.run config runDir resume options (GrpoEvents.ProgressOnly progress) cts.Token
     let at (sub: string) = Path.Combine(runDir, sub)
     match result.Outcome with
     | Interrupted ->
         let why = if cts.IsCancellationRequested then "interrupted" else $"stopped at step {result.Step} (--stop-at-step)"
-        printfn "%s after step %d of %d; checkpoint %s" why result.Step config.Common.MaxSteps (result.Checkpoint |> Option.defaultValue (at Supervised.CheckpointsFolder))
+        printfn "%s after step %d of %d; checkpoint %s" why result.Step config.Common.MaxSteps (result.Checkpoint |> Option.defaultValue (at TrainingRun.CheckpointsFolder))
         printfn "metrics     %s" (at "metrics.jsonl")
         printfn "resume with: magnet grpo --resume %s" (quoted runDir)
     | Completed

@@ -130,11 +130,11 @@ let private checkNewRun (args: ParseResults<TrainArgs>) (config: TrainConfig) (r
     try StartingPoint.ofConfig config |> ignore
     with :? InvalidDataException as e -> invalidArg "model" e.Message
     if File.Exists runDir then invalidArg outputFlag $"{outputFlag} {runDir} is a file, not a folder"
-    if File.Exists(Path.Combine(runDir, Supervised.ConfigFile)) then
-        if (Supervised.checkpoints runDir).IsEmpty then
-            invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({Supervised.ConfigFile}) that has no checkpoint to resume: remove the folder to start again, or choose another folder"
+    if File.Exists(Path.Combine(runDir, TrainingRun.ConfigFile)) then
+        if (TrainingRun.checkpoints runDir).IsEmpty then
+            invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({TrainingRun.ConfigFile}) that has no checkpoint to resume: remove the folder to start again, or choose another folder"
         else
-            invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({Supervised.ConfigFile}): continue it with 'magnet train --resume {runDir}' or choose another folder"
+            invalidArg outputFlag $"{outputFlag} {runDir} already holds a run ({TrainingRun.ConfigFile}): continue it with 'magnet train --resume {runDir}' or choose another folder"
 
 /// A path as the user can paste it into a shell.
 let private quoted (path: string) =
@@ -157,14 +157,14 @@ let run (args: ParseResults<TrainArgs>) : int =
                   for flag, _, _ in keyFlags args do yield flag ]
             match fixedFlags with
             | flag :: _ ->
-                invalidArg flag $"{flag}: a resumed run keeps its own configuration ({Path.Combine(dir, Supervised.ConfigFile)}), so that it continues exactly; only --device and --stop-at-step apply with --resume"
+                invalidArg flag $"{flag}: a resumed run keeps its own configuration ({Path.Combine(dir, TrainingRun.ConfigFile)}), so that it continues exactly; only --device and --stop-at-step apply with --resume"
             | [] -> ()
-            if not (File.Exists(Path.Combine(dir, Supervised.ConfigFile))) then
-                invalidArg "--resume" $"--resume {dir}: not a training run (no {Supervised.ConfigFile})"
-            if (Supervised.checkpoints dir).IsEmpty then
+            if not (File.Exists(Path.Combine(dir, TrainingRun.ConfigFile))) then
+                invalidArg "--resume" $"--resume {dir}: not a training run (no {TrainingRun.ConfigFile})"
+            if (TrainingRun.checkpoints dir).IsEmpty then
                 invalidArg "--resume" $"--resume {dir}: the run has no checkpoint to resume from (checkpoints/ is empty)"
             let config =
-                try TrainConfig.read (Path.Combine(dir, Supervised.ConfigFile))
+                try TrainConfig.read (Path.Combine(dir, TrainingRun.ConfigFile))
                 with :? InvalidDataException as e -> invalidArg "--resume" $"--resume {dir}: {e.Message}"
             dir, true, config
         | None, None -> invalidArg outputFlag "give -o RUN_DIR for a new run, or --resume RUN_DIR to continue one"
@@ -187,7 +187,7 @@ let run (args: ParseResults<TrainArgs>) : int =
     use _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, onSignal "terminate")
     let options: SupervisedOptions = { Device = device; StopAtStep = stopAt; Ffmpeg = Audio.Audio.findFfmpeg () }
     if resume then
-        let newest = Supervised.checkpoints runDir |> List.last
+        let newest = TrainingRun.checkpoints runDir |> List.last
         reporter.Note $"resuming {runDir} from {Path.GetFileName newest} on {device}"
     else
         reporter.Note $"training {StartingPoint.describe (StartingPoint.ofConfig config)} on {device} into {runDir}"
@@ -206,7 +206,7 @@ let run (args: ParseResults<TrainArgs>) : int =
     match result.Outcome with
     | Interrupted ->
         let why = if cts.IsCancellationRequested then "interrupted" else $"stopped at step {result.Step} (--stop-at-step)"
-        let checkpoint = result.Checkpoint |> Option.defaultValue (at Supervised.CheckpointsFolder)
+        let checkpoint = result.Checkpoint |> Option.defaultValue (at TrainingRun.CheckpointsFolder)
         printfn "%s after step %d of %d; checkpoint %s" why result.Step config.MaxSteps checkpoint
         metrics ()
         printfn "resume with: magnet train --resume %s" (quoted runDir)
