@@ -16,25 +16,14 @@ namespace MagnetWhisper
     /// between steps; an exception thrown by a handler ends the run with that exception. One run at a time per
     /// process (the run seeds TorchSharp's global generator).
     /// </summary>
-    public sealed class SupervisedTrainer
+    public sealed class SupervisedTrainer : Trainer<TrainingProgress>
     {
-        static int running;
-
         /// <summary>A trainer with the run's configuration and device.</summary>
         public SupervisedTrainer(SupervisedTrainingOptions options) =>
             Options = options ?? throw new ArgumentNullException(nameof(options));
 
         /// <summary>The configuration of new runs and how runs are carried out.</summary>
         public SupervisedTrainingOptions Options { get; }
-
-        /// <summary>After each metrics line written (every <see cref="SupervisedTrainingOptions.LogEvery"/> steps and at the last).</summary>
-        public event EventHandler<TrainingLoggedEventArgs>? Logged;
-
-        /// <summary>After each dev evaluation.</summary>
-        public event EventHandler<TrainingEvaluatedEventArgs>? Evaluated;
-
-        /// <summary>After each checkpoint written.</summary>
-        public event EventHandler<CheckpointWrittenEventArgs>? CheckpointWritten;
 
         /// <summary>
         /// Starts a new run in <paramref name="runDirectory"/> (which must not hold a run yet; config.json is written
@@ -70,36 +59,10 @@ namespace MagnetWhisper
             return Start(Tr.TrainConfigModule.Default, runDirectory, true, progress, cancellationToken);
         }
 
-        Task<TrainingResult> Start(Tr.TrainConfig config, string runDirectory, bool resume, IProgress<TrainingProgress>? progress, CancellationToken cancellationToken)
-        {
-            if (Options.StopAtStep is < 1)
-                throw new ArgumentOutOfRangeException(nameof(Options.StopAtStep), Options.StopAtStep, "StopAtStep must be at least 1 (null runs to the end).");
-            var device = Core.Device.parse(Options.Device ?? throw new ArgumentException("Device must not be null.", nameof(Options.Device)));
-            var options = new Tr.SupervisedOptions(
-                device,
-                Options.StopAtStep is { } stop ? FSharpOption<int>.Some(stop) : FSharpOption<int>.None,
-                Core.Audio.Audio.findFfmpeg());
-            var events = new Tr.RunEvents<Tr.SupervisedProgress>(
-                FuncConvert.FromAction<Tr.SupervisedProgress>(p => progress?.Report(new TrainingProgress(p))),
-                FuncConvert.FromAction<Tr.SupervisedLog>(l => Logged?.Invoke(this, new TrainingLoggedEventArgs(l))),
-                FuncConvert.FromAction<Tr.SupervisedEvaluation>(e => Evaluated?.Invoke(this, new TrainingEvaluatedEventArgs(e))),
-                FuncConvert.FromAction<Tr.SupervisedCheckpoint>(c => CheckpointWritten?.Invoke(this, new CheckpointWrittenEventArgs(c))));
-            if (Interlocked.Exchange(ref running, 1) == 1)
-                throw new InvalidOperationException("A training run is already going on in this process; wait for it to end.");
-            // Not started with the token: a token cancelled before the start still gives a run that stops after one
-            // step with a checkpoint, as the core does, instead of a cancelled task.
-            return Task.Factory.StartNew(() =>
-            {
-                try
-                {
-                    var result = Tr.Supervised.run(config, runDirectory, resume, options, events, cancellationToken);
-                    return new TrainingResult(runDirectory, result);
-                }
-                finally
-                {
-                    Volatile.Write(ref running, 0);
-                }
-            }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        }
+        Task<TrainingResult> Start(Tr.TrainConfig config, string runDirectory, bool resume, IProgress<TrainingProgress>? progress, CancellationToken cancellationToken) =>
+            Start<Tr.SupervisedProgress>(
+                runDirectory, Options.Device, Options.StopAtStep, progress, p => new TrainingProgress(p),
+                "A training run is already going on in this process; wait for it to end.",
+                (options, events) => Tr.Supervised.run(config, runDirectory, resume, options, events, cancellationToken));
     }
 }

@@ -64,11 +64,11 @@ public class GrpoTrainerTests : IClassFixture<TinyCheckpoint>
             var run = Path.Combine(dir, "run");
             var progress = new Collect<GrpoTrainingProgress>();
             var first = await new GrpoTrainer(options).TrainAsync(run, progress);
-            Assert.Equal((GrpoOutcome.Interrupted, 1), (first.Outcome, first.Step));
+            Assert.Equal((TrainingOutcome.Interrupted, 1), (first.Outcome, first.Step));
             Assert.NotNull(first.CheckpointPath);
             Assert.Null(first.FinalModelPath);
             var second = await new GrpoTrainer(new GrpoTrainingOptions { Device = "cpu" }).ResumeAsync(run, progress);
-            Assert.Equal((GrpoOutcome.Completed, 2), (second.Outcome, second.Step));
+            Assert.Equal((TrainingOutcome.Completed, 2), (second.Outcome, second.Step));
             Assert.Equal(new[] { 1, 2 }, progress.Items.Select(p => p.Step));
             Assert.All(progress.Items, p => Assert.InRange(p.KeptFraction, 0.0, 1.0));
             Assert.True(File.Exists(Path.Combine(second.FinalModelPath!, "magnet.json")));

@@ -36,17 +36,12 @@ let private setup (temp: MagnetFixtures.Temp) : GrpoConfig =
         EntropyCoefficient = 0.01
         KeptFractionWeight = 0.5 }
 
-let private options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+let private options = TrainingFixtures.cpuRun
 
 /// (step, key, value) of every train/ metric of a run's metrics.jsonl.
-let private trainMetrics (runDir: string) =
-    [ for line in MetricsJsonl.read (Path.Combine(runDir, "metrics.jsonl")) do
-          for k, v in line.Values do
-              if k.StartsWith "train/" then line.Step, k, v ]
+let private trainMetrics (runDir: string) = TrainingFixtures.metrics runDir (fun k -> k.StartsWith "train/")
 
-let private state (dir: string) =
-    use m = MagnetFormat.load dir torch.CPU torch.float32
-    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
+let private state = TrainingFixtures.folderState
 
 let private run c dir resume o ct = Grpo.run c dir resume o GrpoEvents.None ct
 
@@ -118,8 +113,7 @@ let tests =
             Expect.equal tested.Model (Path.Combine(dir, "final")) "final/ is tested"
             let wer, cer, n = TrainingFixtures.scoresOf tested.Model (temp.Sub "corpus") 4
             Expect.equal (tested.Wer, tested.Cer, tested.Utterances) (wer, cer, n) "the folder's scores"
-            let logged = [ for line in MetricsJsonl.read (Path.Combine(dir, "metrics.jsonl")) do for k, v in line.Values do if k = MetricKeys.TestWer then line.Step, v ]
-            Expect.equal logged [ 1L, wer ] "test/wer at the last step"
+            Expect.equal (TrainingFixtures.metrics dir ((=) MetricKeys.TestWer)) [ 1L, MetricKeys.TestWer, wer ] "test/wer at the last step"
         }
 
         test "GRPO configuration errors name the key" {

@@ -203,7 +203,7 @@ let tests =
                     Decay = ConstantAfterWarmup; WeightDecay = 0.0; LogEvery = 1; EvalEvery = 0; CheckpointEvery = 1
                     KeepCheckpoints = 10; MaxNonFiniteSteps = 2; Workers = 1; Seed = 1L }
             let dir = temp.Sub "run"
-            let options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+            let options = TrainingFixtures.cpuRun
             let e = TrainingFixtures.raises<NonFiniteTrainingException> (fun () -> Supervised.run c dir false options SupervisedEvents.None CancellationToken.None |> ignore)
             let skipped =
                 [ for line in MetricsJsonl.read (Path.Combine(dir, "metrics.jsonl")) do

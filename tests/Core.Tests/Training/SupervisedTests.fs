@@ -29,19 +29,14 @@ let private setup (temp: MagnetFixtures.Temp) =
         PredictorLearningRate = Some 1e-2; LogEvery = 1; EvalEvery = 0; CheckpointEvery = 0; KeepCheckpoints = 2; Seed = 3L
         Targets = [ "characters" ]; Workers = 1 }
 
-let private options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+let private options = TrainingFixtures.cpuRun
 
 let private lossKeys = [ MetricKeys.TrainLoss; MetricKeys.TrainAsrLoss; MetricKeys.TrainBoundaryLoss; MetricKeys.TrainGradNorm; MetricKeys.TrainLearningRate ]
 
 /// (step, key, value) of the loss keys of a run's metrics.jsonl.
-let private losses (runDir: string) =
-    [ for line in MetricsJsonl.read (Path.Combine(runDir, "metrics.jsonl")) do
-          for k, v in line.Values do
-              if List.contains k lossKeys then line.Step, k, v ]
+let private losses (runDir: string) = TrainingFixtures.metrics runDir (fun k -> List.contains k lossKeys)
 
-let private state (dir: string) =
-    use m = MagnetFormat.load dir torch.CPU torch.float32
-    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
+let private state = TrainingFixtures.folderState
 
 let private run c dir resume o ct = Supervised.run c dir resume o SupervisedEvents.None ct
 
@@ -121,10 +116,7 @@ let tests =
             // The Evaluator on the folder itself, apart from the trainer.
             let wer, cer, n = TrainingFixtures.scoresOf tested.Model (temp.Sub "corpus") c.EvalBatchSize
             Expect.equal (tested.Wer, tested.Cer, tested.Utterances) (wer, cer, n) "the folder's scores"
-            let logged =
-                [ for line in MetricsJsonl.read (Path.Combine(dir, "metrics.jsonl")) do
-                      for k, v in line.Values do
-                          if k.StartsWith "test/" then line.Step, k, v ]
+            let logged = TrainingFixtures.metrics dir (fun k -> k.StartsWith "test/")
             Expect.contains logged (2L, MetricKeys.TestWer, wer) "test/wer logged at the last step"
             Expect.contains logged (2L, MetricKeys.TestCer, cer) "test/cer logged"
             Expect.contains logged (2L, MetricKeys.TestNumSamples, 4.0) "test/num_samples: the 4 utterances"

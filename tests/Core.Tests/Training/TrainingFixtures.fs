@@ -139,3 +139,17 @@ let scoresOf (modelDir: string) (corpusDir: string) (batchSize: int) : float * f
     let options = { MagnetWhisper.Core.Evaluation.EvaluationOptions.Default with BatchSize = batchSize; Workers = 1; Language = "en"; Ffmpeg = None }
     let result = MagnetWhisper.Core.Evaluation.Evaluator.evaluate model options corpus ignore System.Threading.CancellationToken.None
     result.Score.Words.Rate, result.Score.Characters.Rate, result.Utterances.Length
+
+/// How the run tests run: on the CPU, to the end, WAV only.
+let cpuRun: SupervisedOptions = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+
+/// (step, key, value) of the metrics of a run's metrics.jsonl whose key passes `keep`.
+let metrics (runDir: string) (keep: string -> bool) : (int64 * string * float) list =
+    [ for line in MetricsJsonl.read (System.IO.Path.Combine(runDir, "metrics.jsonl")) do
+          for k, v in line.Values do
+              if keep k then line.Step, k, v ]
+
+/// The parameters and buffers of a model folder (copies, outside any dispose scope).
+let folderState (dir: string) : (string * Tensor) list =
+    use m = MagnetFormat.load dir torch.CPU torch.float32
+    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
