@@ -84,6 +84,37 @@ public class GrpoTrainerTests : IClassFixture<TinyCheckpoint>
     }
 
     [Fact]
+    public async Task TestDataIsEvaluatedAtTheEndAndReportedThroughTheSharedEventsAndResult()
+    {
+        var dir = Setup();
+        try
+        {
+            var options = new GrpoTrainingOptions
+            {
+                Model = Path.Combine(dir, "magnet"), Data = Path.Combine(dir, "corpus"), TestData = Path.Combine(dir, "corpus"),
+                MaxSteps = 1, BatchSize = 2, GroupSize = 2, Workers = 1, Device = "cpu",
+            };
+            var trainer = new GrpoTrainer(options);
+            var logged = new List<TrainingLoggedEventArgs>();
+            var checkpoints = new List<CheckpointWrittenEventArgs>();
+            trainer.Logged += (_, e) => logged.Add(e);
+            trainer.CheckpointWritten += (_, e) => checkpoints.Add(e);
+            var result = await trainer.TrainAsync(Path.Combine(dir, "run"));
+            Assert.Equal((TrainingOutcome.Completed, 1), (result.Outcome, result.Step));
+            Assert.Equal(result.FinalModelPath, result.TestModelPath);
+            var test = Assert.Single(logged, l => l.Metrics.ContainsKey("test/wer"));
+            Assert.Equal(test.Metrics["test/wer"], result.TestWordErrorRate);
+            Assert.Equal(test.Metrics["test/cer"], result.TestCharacterErrorRate);
+            Assert.Equal(2.0, test.Metrics["test/num_samples"]);
+            Assert.Equal(new[] { 1 }, checkpoints.Select(c => c.Step));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public async Task ConfigurationErrorsNameTheKey()
     {
         var bad = new GrpoTrainer(new GrpoTrainingOptions { Model = "m", Data = "d", GroupSize = 1 });
