@@ -56,40 +56,14 @@ namespace MagnetWhisper
         /// <summary>The configuration of new runs and how runs are carried out.</summary>
         public GrpoTrainingOptions Options { get; }
 
-        /// <summary>
-        /// Starts a new run in <paramref name="runDirectory"/> (which must not hold a run yet) and trains until the last
-        /// step, <see cref="GrpoTrainingOptions.StopAtStep"/> or cancellation.
-        /// </summary>
-        /// <param name="runDirectory">The run folder: config.json, metrics.jsonl, TensorBoard events, checkpoints/, best/, final/.</param>
-        /// <param name="progress">Told after every step, on the training thread.</param>
-        /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
-        /// <exception cref="InvalidDataException">A configuration value out of range or an unknown key (the message names it).</exception>
-        /// <exception cref="InvalidOperationException">Another GRPO run is going on in this process.</exception>
-        public Task<TrainingResult> TrainAsync(string runDirectory, IProgress<GrpoTrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+        /// <inheritdoc/>
+        private protected override Task<TrainingResult> Run(string runDirectory, bool resume, IProgress<GrpoTrainingProgress>? progress, CancellationToken cancellationToken)
         {
-            ArgumentException.ThrowIfNullOrEmpty(runDirectory);
-            return Start(Options.ToCore(), runDirectory, false, progress, cancellationToken);
-        }
-
-        /// <summary>
-        /// Continues the run in <paramref name="runDirectory"/> from its newest checkpoint with the run's own
-        /// configuration (only <see cref="GrpoTrainingOptions.Device"/> and <see cref="GrpoTrainingOptions.StopAtStep"/> apply).
-        /// </summary>
-        /// <param name="runDirectory">A run folder written by <see cref="TrainAsync"/> or <c>magnet grpo</c>.</param>
-        /// <param name="progress">Told after every step, on the training thread.</param>
-        /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
-        /// <exception cref="FileNotFoundException">The folder holds no run or no checkpoint (raised by the task).</exception>
-        /// <exception cref="InvalidOperationException">Another GRPO run is going on in this process.</exception>
-        public Task<TrainingResult> ResumeAsync(string runDirectory, IProgress<GrpoTrainingProgress>? progress = null, CancellationToken cancellationToken = default)
-        {
-            ArgumentException.ThrowIfNullOrEmpty(runDirectory);
-            return Start(Tr.GrpoConfigModule.Default, runDirectory, true, progress, cancellationToken);
-        }
-
-        Task<TrainingResult> Start(Tr.GrpoConfig config, string runDirectory, bool resume, IProgress<GrpoTrainingProgress>? progress, CancellationToken cancellationToken) =>
-            Start<Tr.GrpoProgress>(
+            var config = resume ? Tr.GrpoConfigModule.Default : Options.ToCore();
+            return Start<Tr.GrpoProgress>(
                 runDirectory, Options.Device, Options.StopAtStep, progress, p => new GrpoTrainingProgress(p),
                 "A GRPO run is already going on in this process; wait for it to end.",
                 (options, events) => Tr.Grpo.run(config, runDirectory, resume, options, events, cancellationToken));
+        }
     }
 }

@@ -1,4 +1,5 @@
 using System;
+using System.IO;
 using System.Threading;
 using System.Threading.Tasks;
 using Microsoft.FSharp.Core;
@@ -31,6 +32,41 @@ namespace MagnetWhisper
 
         /// <summary>After each checkpoint written.</summary>
         public event EventHandler<CheckpointWrittenEventArgs>? CheckpointWritten;
+
+        /// <summary>
+        /// Starts a new run in <paramref name="runDirectory"/> (which must not hold a run yet; config.json is written
+        /// there first) with the trainer's options and trains until the last step, early stopping, the options'
+        /// StopAtStep or cancellation; with test data, best/ (or final/) is then evaluated on it.
+        /// </summary>
+        /// <param name="runDirectory">The run folder: config.json, metrics.jsonl, TensorBoard events, checkpoints/, best/, final/.</param>
+        /// <param name="progress">Told after every step, on the training thread.</param>
+        /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
+        /// <exception cref="InvalidDataException">A configuration value out of range, an unknown key, a missing model or data (the message names the key), or an unusable corpus.</exception>
+        /// <exception cref="IOException">The folder already holds a run.</exception>
+        /// <exception cref="InvalidOperationException">Another run of this kind is going on in this process.</exception>
+        public Task<TrainingResult> TrainAsync(string runDirectory, IProgress<TProgress>? progress = null, CancellationToken cancellationToken = default)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(runDirectory);
+            return Run(runDirectory, false, progress, cancellationToken);
+        }
+
+        /// <summary>
+        /// Continues the run in <paramref name="runDirectory"/> from its newest checkpoint with the run's own
+        /// configuration (only the options' Device and StopAtStep apply).
+        /// </summary>
+        /// <param name="runDirectory">A run folder written by <see cref="TrainAsync"/> or the command line.</param>
+        /// <param name="progress">Told after every step, on the training thread.</param>
+        /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
+        /// <exception cref="FileNotFoundException">The folder holds no run or no checkpoint (raised by the task).</exception>
+        /// <exception cref="InvalidOperationException">Another run of this kind is going on in this process.</exception>
+        public Task<TrainingResult> ResumeAsync(string runDirectory, IProgress<TProgress>? progress = null, CancellationToken cancellationToken = default)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(runDirectory);
+            return Run(runDirectory, true, progress, cancellationToken);
+        }
+
+        /// <summary>The trainer's run: a new one from its options, or a resumed one from the folder's configuration.</summary>
+        private protected abstract Task<TrainingResult> Run(string runDirectory, bool resume, IProgress<TProgress>? progress, CancellationToken cancellationToken);
 
         /// <summary>Runs <paramref name="run"/> on a background thread with the run options and the events.</summary>
         private protected Task<TrainingResult> Start<TCore>(
