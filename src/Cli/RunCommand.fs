@@ -133,6 +133,28 @@ let resolve (command: string) (ops: ConfigOps<'Config>) (sources: Sources) (prep
             { c with Model = full c.Model; Data = full c.Data; DevData = c.DevData |> Option.map full; TestData = c.TestData |> Option.map full }
         dir, false, ops.WithCommon absolute config
 
+/// A run command's command line apart from its Argu union.
+type Parsed =
+    { Sources: Sources
+      Resume: string option
+      Output: string option
+      Device: string option
+      StopAtStep: int option }
+
+/// The device, the stop step, the run folder, whether it resumes, and the configuration of a run command (see
+/// resolve); usage errors name the flag.
+let start (command: string) (ops: ConfigOps<'Config>) (parsed: Parsed) (prepare: 'Config -> 'Config) =
+    let outputFlag = Args.typed [ "-o"; "--output" ]
+    let device = Args.value "--device" (fun () -> MagnetWhisper.Core.Device.parse (defaultArg parsed.Device "auto"))
+    parsed.StopAtStep |> Option.iter (fun n -> Args.require "--stop-at-step" (n >= 1) $"must be at least 1, got {n}")
+    let sources = parsed.Sources
+    let fixedFlags =
+        [ if sources.ConfigFile.IsSome then yield "--config"
+          if not sources.Sets.IsEmpty then yield "--set"
+          for flag, _, _ in sources.Flags do yield flag ]
+    let runDir, resume, config = resolve command ops sources prepare parsed.Resume parsed.Output outputFlag fixedFlags
+    device, parsed.StopAtStep, runDir, resume, config
+
 /// The first SIGINT or SIGTERM cancels the token (the run finishes its step and writes a checkpoint) and tells
 /// `note`; a second one terminates as usual.
 type Signals(note: string -> unit) =

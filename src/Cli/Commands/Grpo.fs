@@ -81,16 +81,10 @@ let private sources (args: ParseResults<GrpoArgs>) : RunCommand.Sources =
 let configure (args: ParseResults<GrpoArgs>) : GrpoConfig = RunCommand.configure ops (sources args) id
 
 let run (args: ParseResults<GrpoArgs>) : int =
-    let outputFlag = Args.typed [ "-o"; "--output" ]
-    let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, defaultValue = "auto")))
-    let stopAt = args.TryGetResult Stop_At_Step
-    stopAt |> Option.iter (fun n -> Args.require "--stop-at-step" (n >= 1) $"must be at least 1, got {n}")
-    let fixedFlags =
-        [ if args.Contains Config then yield "--config"
-          if args.Contains Set then yield "--set"
-          for flag, _, _ in keyFlags args do yield flag ]
-    let runDir, resume, config =
-        RunCommand.resolve "grpo" ops (sources args) id (args.TryGetResult Resume) (args.TryGetResult Output) outputFlag fixedFlags
+    let parsed: RunCommand.Parsed =
+        { Sources = sources args; Resume = args.TryGetResult Resume; Output = args.TryGetResult Output
+          Device = args.TryGetResult Device; StopAtStep = args.TryGetResult Stop_At_Step }
+    let device, stopAt, runDir, resume, config = RunCommand.start "grpo" ops parsed id
     use signals = new RunCommand.Signals(eprintfn "%s")
     let options: SupervisedOptions = { Device = device; StopAtStep = stopAt; Ffmpeg = Audio.Audio.findFfmpeg () }
     if resume then eprintfn "resuming %s from %s on %O" runDir (Path.GetFileName(TrainingRun.checkpoints runDir |> List.last)) device

@@ -95,16 +95,10 @@ let private startingPoint (args: ParseResults<TrainArgs>) (config: TrainConfig) 
 let configure (args: ParseResults<TrainArgs>) : TrainConfig = RunCommand.configure ops (sources args) (startingPoint args)
 
 let run (args: ParseResults<TrainArgs>) : int =
-    let outputFlag = Args.typed [ "-o"; "--output" ]
-    let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, defaultValue = "auto")))
-    let stopAt = args.TryGetResult Stop_At_Step
-    stopAt |> Option.iter (fun n -> Args.require "--stop-at-step" (n >= 1) $"must be at least 1, got {n}")
-    let fixedFlags =
-        [ if args.Contains Config then yield "--config"
-          if args.Contains Set then yield "--set"
-          for flag, _, _ in keyFlags args do yield flag ]
-    let runDir, resume, config =
-        RunCommand.resolve "train" ops (sources args) (startingPoint args) (args.TryGetResult Resume) (args.TryGetResult Output) outputFlag fixedFlags
+    let parsed: RunCommand.Parsed =
+        { Sources = sources args; Resume = args.TryGetResult Resume; Output = args.TryGetResult Output
+          Device = args.TryGetResult Device; StopAtStep = args.TryGetResult Stop_At_Step }
+    let device, stopAt, runDir, resume, config = RunCommand.start "train" ops parsed (startingPoint args)
     use reporter = new TrainProgress.Reporter(not Console.IsErrorRedirected, config.LogEvery)
     use signals = new RunCommand.Signals(reporter.Note)
     let options: SupervisedOptions = { Device = device; StopAtStep = stopAt; Ffmpeg = Audio.Audio.findFfmpeg () }
