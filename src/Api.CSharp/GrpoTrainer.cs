@@ -7,16 +7,6 @@ using Tr = MagnetWhisper.Core.Training;
 
 namespace MagnetWhisper
 {
-    /// <summary>How a GRPO run ended.</summary>
-    public enum GrpoOutcome
-    {
-        /// <summary>All steps ran; final/ holds the model.</summary>
-        Completed,
-
-        /// <summary>Cancelled, or <see cref="GrpoTrainingOptions.StopAtStep"/> reached: a checkpoint holds the state to resume from.</summary>
-        Interrupted,
-    }
-
     /// <summary>What a GRPO run reports after each step.</summary>
     public sealed class GrpoTrainingProgress
     {
@@ -49,57 +39,16 @@ namespace MagnetWhisper
         public double ElapsedSeconds { get; }
     }
 
-    /// <summary>The end of a GRPO run.</summary>
-    public sealed class GrpoTrainingResult
-    {
-        internal GrpoTrainingResult(string runDirectory, Tr.SupervisedResult r)
-        {
-            RunDirectory = runDirectory;
-            Outcome = r.Outcome.IsInterrupted ? GrpoOutcome.Interrupted : GrpoOutcome.Completed;
-            Step = r.Step;
-            CheckpointPath = r.Checkpoint?.Value;
-            if (r.Best is { } best)
-            {
-                BestWordErrorRate = best.Value.Item1;
-                BestStep = best.Value.Item2;
-            }
-            FinalModelPath = Outcome == GrpoOutcome.Interrupted ? null : Path.Combine(runDirectory, "final");
-        }
-
-        /// <summary>The run folder.</summary>
-        public string RunDirectory { get; }
-
-        /// <summary>How the run ended.</summary>
-        public GrpoOutcome Outcome { get; }
-
-        /// <summary>Updates applied in total.</summary>
-        public int Step { get; }
-
-        /// <summary>The newest checkpoint folder (resumable); null when none was written.</summary>
-        public string? CheckpointPath { get; }
-
-        /// <summary>The model at the end (final/, a MagnetWhisper folder); null for an interrupted run.</summary>
-        public string? FinalModelPath { get; }
-
-        /// <summary>The best dev word error rate (fraction; best/ holds its model); null without dev data.</summary>
-        public double? BestWordErrorRate { get; }
-
-        /// <summary>The step of <see cref="BestWordErrorRate"/>; null without dev data.</summary>
-        public int? BestStep { get; }
-    }
-
     /// <summary>
     /// GRPO of a MagnetWhisper's boundary predictors, as <c>magnet grpo</c> runs it (docs/GRPO.md): K sampled
     /// boundary sets per audio, rewards from the sampled pooling, group advantages, PPO clipping against the sampling
     /// policy, an optional KL penalty to the starting policy; the supervised run folder (metrics, checkpoints that
     /// resume bit-identically on CPU, best/ by dev WER, final/). Training runs on a background thread; cancellation
-    /// finishes the current step, writes a checkpoint and returns <see cref="GrpoOutcome.Interrupted"/> (it does not
+    /// finishes the current step, writes a checkpoint and returns <see cref="TrainingOutcome.Interrupted"/> (it does not
     /// throw). One GRPO run at a time per process (the run seeds TorchSharp's global generator).
     /// </summary>
-    public sealed class GrpoTrainer
+    public sealed class GrpoTrainer : Trainer<GrpoTrainingProgress>
     {
-        static int running;
-
         /// <summary>A trainer with the run's configuration and device.</summary>
         public GrpoTrainer(GrpoTrainingOptions options) =>
             Options = options ?? throw new ArgumentNullException(nameof(options));
@@ -107,59 +56,14 @@ namespace MagnetWhisper
         /// <summary>The configuration of new runs and how runs are carried out.</summary>
         public GrpoTrainingOptions Options { get; }
 
-        /// <summary>
-        /// Starts a new run in <paramref name="runDirectory"/> (which must not hold a run yet) and trains until the last
-        /// step, <see cref="GrpoTrainingOptions.StopAtStep"/> or cancellation.
-        /// </summary>
-        /// <param name="runDirectory">The run folder: config.json, metrics.jsonl, TensorBoard events, checkpoints/, best/, final/.</param>
-        /// <param name="progress">Told after every step, on the training thread.</param>
-        /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
-        /// <exception cref="InvalidDataException">A configuration value out of range or an unknown key (the message names it).</exception>
-        /// <exception cref="InvalidOperationException">Another GRPO run is going on in this process.</exception>
-        public Task<GrpoTrainingResult> TrainAsync(string runDirectory, IProgress<GrpoTrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+        /// <inheritdoc/>
+        private protected override Task<TrainingResult> Run(string runDirectory, bool resume, IProgress<GrpoTrainingProgress>? progress, CancellationToken cancellationToken)
         {
-            ArgumentException.ThrowIfNullOrEmpty(runDirectory);
-            return Start(Options.ToCore(), runDirectory, false, progress, cancellationToken);
-        }
-
-        /// <summary>
-        /// Continues the run in <paramref name="runDirectory"/> from its newest checkpoint with the run's own
-        /// configuration (only <see cref="GrpoTrainingOptions.Device"/> and <see cref="GrpoTrainingOptions.StopAtStep"/> apply).
-        /// </summary>
-        /// <param name="runDirectory">A run folder written by <see cref="TrainAsync"/> or <c>magnet grpo</c>.</param>
-        /// <param name="progress">Told after every step, on the training thread.</param>
-        /// <param name="cancellationToken">Ends the run after the current step with a checkpoint.</param>
-        /// <exception cref="FileNotFoundException">The folder holds no run or no checkpoint (raised by the task).</exception>
-        /// <exception cref="InvalidOperationException">Another GRPO run is going on in this process.</exception>
-        public Task<GrpoTrainingResult> ResumeAsync(string runDirectory, IProgress<GrpoTrainingProgress>? progress = null, CancellationToken cancellationToken = default)
-        {
-            ArgumentException.ThrowIfNullOrEmpty(runDirectory);
-            return Start(Tr.GrpoConfigModule.Default, runDirectory, true, progress, cancellationToken);
-        }
-
-        Task<GrpoTrainingResult> Start(Tr.GrpoConfig config, string runDirectory, bool resume, IProgress<GrpoTrainingProgress>? progress, CancellationToken cancellationToken)
-        {
-            if (Options.StopAtStep is < 1)
-                throw new ArgumentOutOfRangeException(nameof(Options.StopAtStep), Options.StopAtStep, "StopAtStep must be at least 1 (null runs to the end).");
-            var device = Core.Device.parse(Options.Device ?? throw new ArgumentException("Device must not be null.", nameof(Options.Device)));
-            var options = new Tr.SupervisedOptions(
-                device,
-                Options.StopAtStep is { } stop ? FSharpOption<int>.Some(stop) : FSharpOption<int>.None,
-                Core.Audio.Audio.findFfmpeg());
-            var report = FuncConvert.FromAction<Tr.GrpoProgress>(p => progress?.Report(new GrpoTrainingProgress(p)));
-            if (Interlocked.Exchange(ref running, 1) == 1)
-                throw new InvalidOperationException("A GRPO run is already going on in this process; wait for it to end.");
-            return Task.Factory.StartNew(() =>
-            {
-                try
-                {
-                    return new GrpoTrainingResult(runDirectory, Tr.Grpo.run(config, runDirectory, resume, options, report, cancellationToken));
-                }
-                finally
-                {
-                    Volatile.Write(ref running, 0);
-                }
-            }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            var config = resume ? Tr.GrpoConfigModule.Default : Options.ToCore();
+            return Start<Tr.GrpoProgress>(
+                runDirectory, Options.Device, Options.StopAtStep, progress, p => new GrpoTrainingProgress(p),
+                "A GRPO run is already going on in this process; wait for it to end.",
+                (options, events) => Tr.Grpo.run(config, runDirectory, resume, options, events, cancellationToken));
         }
     }
 }

@@ -40,6 +40,9 @@ namespace MagnetWhisper
         /// <summary>The dev corpus evaluated every <see cref="EvalEvery"/> steps and at the end (<c>dev_data</c>).</summary>
         public string? DevData { get; init; }
 
+        /// <summary>The test corpus on which best/ (or final/ without dev data) is evaluated at the end of a run (<c>test_data</c>).</summary>
+        public string? TestData { get; init; }
+
         /// <summary>GRPO updates of the run (<c>max_steps</c>, default 1000).</summary>
         public int? MaxSteps { get; init; }
 
@@ -109,6 +112,7 @@ namespace MagnetWhisper
                 ("model", Model is null ? null : Text(Model)),
                 ("data", Data is null ? null : Text(Data)),
                 ("dev_data", DevData is null ? null : Text(DevData)),
+                ("test_data", TestData is null ? null : Text(TestData)),
                 ("max_steps", MaxSteps?.ToString(CultureInfo.InvariantCulture)),
                 ("batch_size", BatchSize?.ToString(CultureInfo.InvariantCulture)),
                 ("predictor_lr", PredictorLearningRate is { } lr ? Number(lr) : null),

@@ -85,6 +85,12 @@ namespace MagnetWhisper
         /// <summary>Splits of <see cref="DevData"/> to evaluate, e.g. "dev" (<c>dev_splits</c>); null = the file's or every utterance.</summary>
         public IReadOnlyList<string>? DevSplits { get; init; }
 
+        /// <summary>The test corpus on which best/ (or final/ without dev data) is evaluated at the end of a run (<c>test_data</c>); null = the file's or none.</summary>
+        public string? TestData { get; init; }
+
+        /// <summary>Splits of <see cref="TestData"/> to evaluate, e.g. "test" (<c>test_splits</c>); null = the file's or every utterance.</summary>
+        public IReadOnlyList<string>? TestSplits { get; init; }
+
         /// <summary>Optimizer updates of the run (<c>max_steps</c>, default 1000).</summary>
         public int? MaxSteps { get; init; }
 
@@ -127,7 +133,7 @@ namespace MagnetWhisper
         /// <summary>Boundary temperature at the end of the run, linear in between (<c>temperature_end</c>, default 0.1).</summary>
         public double? TemperatureEnd { get; init; }
 
-        /// <summary>Metrics (and <see cref="SupervisedTrainer.Logged"/>) every this many steps (<c>log_every</c>, default 10).</summary>
+        /// <summary>Metrics (and <see cref="Trainer{TProgress}.Logged"/>) every this many steps (<c>log_every</c>, default 10).</summary>
         public int? LogEvery { get; init; }
 
         /// <summary>Dev evaluation every this many steps; 0 = only at the end (<c>eval_every</c>, default 500).</summary>
@@ -213,6 +219,8 @@ namespace MagnetWhisper
                 Str("dev_data", DevData);
                 Strs("data_splits", DataSplits, nameof(DataSplits));
                 Strs("dev_splits", DevSplits, nameof(DevSplits));
+                Str("test_data", TestData);
+                Strs("test_splits", TestSplits, nameof(TestSplits));
                 Int("max_steps", MaxSteps);
                 Int("batch_size", BatchSize);
                 Int("micro_batches", MicroBatches);

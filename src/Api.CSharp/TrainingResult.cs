@@ -3,7 +3,7 @@ using Tr = MagnetWhisper.Core.Training;
 
 namespace MagnetWhisper
 {
-    /// <summary>How a supervised run ended.</summary>
+    /// <summary>How a training run (supervised or GRPO) ended.</summary>
     public enum TrainingOutcome
     {
         /// <summary>All steps ran; final/ holds the model.</summary>
@@ -16,7 +16,7 @@ namespace MagnetWhisper
         StoppedEarly,
     }
 
-    /// <summary>The end of a supervised run.</summary>
+    /// <summary>The end of a training run (<see cref="SupervisedTrainer"/> or <see cref="GrpoTrainer"/>).</summary>
     public sealed class TrainingResult
     {
         internal TrainingResult(string runDirectory, Tr.SupervisedResult r)
@@ -33,6 +33,12 @@ namespace MagnetWhisper
                 BestStep = best.Value.Item2;
             }
             FinalModelPath = Outcome == TrainingOutcome.Interrupted ? null : Path.Combine(runDirectory, "final");
+            if (r.Test is { } test)
+            {
+                TestModelPath = test.Value.Model;
+                TestWordErrorRate = test.Value.Wer;
+                TestCharacterErrorRate = test.Value.Cer;
+            }
         }
 
         /// <summary>The run folder.</summary>
@@ -55,5 +61,14 @@ namespace MagnetWhisper
 
         /// <summary>The step of <see cref="BestWordErrorRate"/>; null without dev data.</summary>
         public int? BestStep { get; }
+
+        /// <summary>The model evaluated on the test data at the end (best/, or final/ without dev data); null without test data or for an interrupted run.</summary>
+        public string? TestModelPath { get; }
+
+        /// <summary>The word error rate (fraction) of <see cref="TestModelPath"/> on the test data; null without a test evaluation.</summary>
+        public double? TestWordErrorRate { get; }
+
+        /// <summary>The character error rate (fraction) of <see cref="TestModelPath"/> on the test data; null without a test evaluation.</summary>
+        public double? TestCharacterErrorRate { get; }
     }
 }

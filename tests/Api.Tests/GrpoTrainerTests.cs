@@ -64,11 +64,11 @@ public class GrpoTrainerTests : IClassFixture<TinyCheckpoint>
             var run = Path.Combine(dir, "run");
             var progress = new Collect<GrpoTrainingProgress>();
             var first = await new GrpoTrainer(options).TrainAsync(run, progress);
-            Assert.Equal((GrpoOutcome.Interrupted, 1), (first.Outcome, first.Step));
+            Assert.Equal((TrainingOutcome.Interrupted, 1), (first.Outcome, first.Step));
             Assert.NotNull(first.CheckpointPath);
             Assert.Null(first.FinalModelPath);
             var second = await new GrpoTrainer(new GrpoTrainingOptions { Device = "cpu" }).ResumeAsync(run, progress);
-            Assert.Equal((GrpoOutcome.Completed, 2), (second.Outcome, second.Step));
+            Assert.Equal((TrainingOutcome.Completed, 2), (second.Outcome, second.Step));
             Assert.Equal(new[] { 1, 2 }, progress.Items.Select(p => p.Step));
             Assert.All(progress.Items, p => Assert.InRange(p.KeptFraction, 0.0, 1.0));
             Assert.True(File.Exists(Path.Combine(second.FinalModelPath!, "magnet.json")));
@@ -76,6 +76,38 @@ public class GrpoTrainerTests : IClassFixture<TinyCheckpoint>
             Assert.Equal(2, lines.Length);
             Assert.All(lines, l => Assert.Contains("\"train/grpo_reward_mean\"", l));
             Assert.Contains("\"kept_fraction_weight\": 0.5", File.ReadAllText(Path.Combine(run, "config.json")));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public async Task TestDataIsEvaluatedAtTheEndAndReportedThroughTheSharedEventsAndResult()
+    {
+        var dir = Setup();
+        try
+        {
+            var options = new GrpoTrainingOptions
+            {
+                Model = Path.Combine(dir, "magnet"), Data = Path.Combine(dir, "corpus"), TestData = Path.Combine(dir, "corpus"),
+                MaxSteps = 1, BatchSize = 2, GroupSize = 2, Workers = 1, Device = "cpu",
+            };
+            var trainer = new GrpoTrainer(options);
+            var logged = new List<TrainingLoggedEventArgs>();
+            var checkpoints = new List<CheckpointWrittenEventArgs>();
+            trainer.Logged += (_, e) => logged.Add(e);
+            trainer.CheckpointWritten += (_, e) => checkpoints.Add(e);
+            var result = await trainer.TrainAsync(Path.Combine(dir, "run"));
+            Assert.Equal((TrainingOutcome.Completed, 1), (result.Outcome, result.Step));
+            Assert.Equal(result.FinalModelPath, result.TestModelPath);
+            var test = Assert.Single(logged, l => l.Metrics.ContainsKey("test/wer"));
+            // Logged in percent as the original logged WERs; the result holds fractions.
+            Assert.Equal(test.Metrics["test/wer"], 100 * result.TestWordErrorRate);
+            Assert.Equal(test.Metrics["test/cer"], 100 * result.TestCharacterErrorRate);
+            Assert.Equal(2.0, test.Metrics["test/num_samples"]);
+            Assert.Equal(new[] { 1 }, checkpoints.Select(c => c.Step));
         }
         finally
         {

@@ -38,8 +38,21 @@ let tests =
             for l in lines do
                 for key in [ MetricKeys.TrainGrpoRewardMean; GrpoMetricKeys.ZeroSpreadFraction; GrpoMetricKeys.KeptFraction ] do
                     Expect.isTrue (l.Values |> List.exists (fun (k, _) -> k = key)) $"step {l.Step} has {key}"
-            let config = GrpoConfig.read (Path.Combine(dir, "run", Supervised.ConfigFile))
+            let config = GrpoConfig.read (Path.Combine(dir, "run", TrainingRun.ConfigFile))
             Expect.equal (config.GroupSize, config.Common.MaxSteps, config.Common.Workers) (2, 2, 1) "flags and --set in config.json"
+        }
+
+        test "magnet grpo starts from a Hugging Face Whisper folder with predictors and reports test/wer of final/ on --test-data" {
+            let dir = setup ()
+            let r =
+                magnetIn dir [ "grpo"; "--model"; tinyWhisper.Value; "--set"; """predictors=["1:bp1"]"""; "--data"; "corpus"; "--test-data"; "corpus"
+                               "--max-steps"; "1"; "--batch-size"; "2"; "--group-size"; "2"; "--set"; "workers=1"; "-o"; "run" ]
+            Expect.equal r.Code 0 (string r)
+            let lines = MetricsJsonl.read (Path.Combine(dir, "run", "metrics.jsonl"))
+            let wer = lines |> List.collect _.Values |> List.filter (fun (k, _) -> k = MetricKeys.TestWer) |> List.exactlyOne |> snd
+            Expect.stringContains r.Out ("test        " + Path.Combine("run", "final")) "a test line naming final/"
+            Expect.stringContains r.Out (sprintf "WER %.2f%%" wer) "the logged test WER"
+            Expect.stringContains r.Out "(2 utterances)" "both utterances"
         }
 
         test "usage errors exit 2 and name the flag, the --set or the key" {

@@ -127,7 +127,7 @@ let private panels =
             MetricKeys.TrainBoundaryLoss, "boundary loss", StyleParam.DrawingStyle.Dot
             MetricKeys.EvalLoss, "dev loss", StyleParam.DrawingStyle.DashDot ] }
       { Title = "learning rate"; Keys = [ MetricKeys.TrainLearningRate, "learning rate", StyleParam.DrawingStyle.Solid ] }
-      { Title = "dev WER (eval/wer)"; Keys = [ MetricKeys.EvalWer, "dev WER", StyleParam.DrawingStyle.Solid ] }
+      { Title = "dev WER, % (eval/wer)"; Keys = [ MetricKeys.EvalWer, "dev WER", StyleParam.DrawingStyle.Solid ] }
       { Title = "compression (kept fraction)"
         Keys =
           [ MetricKeys.TrainCompressionRatio, "train", StyleParam.DrawingStyle.Solid
@@ -179,7 +179,7 @@ let private paretoChart (runs: RunMetrics list) : GenericChart option =
         Some(
             Chart.combine traces
             |> Chart.withXAxisStyle "compression (kept fraction of the dev evaluation)"
-            |> Chart.withYAxisStyle "dev WER (eval/wer)")
+            |> Chart.withYAxisStyle "dev WER, % (eval/wer)")
 
 let private number (v: float) = v.ToString("G6", Globalization.CultureInfo.InvariantCulture)
 

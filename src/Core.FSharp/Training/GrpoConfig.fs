@@ -139,20 +139,22 @@ module GrpoConfig =
         if not (File.Exists path) then raise (FileNotFoundException($"{path}: no such configuration file", path))
         applyJson path (File.ReadAllText path) Default
 
-    /// Applies one `key=value` override (the value read as JSON when it parses as JSON, as a string otherwise).
+    /// Sets one key from text, `where` naming its source in errors (a flag such as "--group-size 1"): the value is
+    /// read as JSON when it parses as JSON, as a string otherwise.
+    let setValue (where: string) (key: string) (value: string) (config: GrpoConfig) : GrpoConfig =
+        let json =
+            try
+                use d = JsonDocument.Parse value
+                d.RootElement.GetRawText()
+            with :? JsonException -> JsonSerializer.Serialize value
+        use d = JsonDocument.Parse json
+        applyKey where key d.RootElement config
+
+    /// Applies one `key=value` override (see setValue).
     let set (assignment: string) (config: GrpoConfig) : GrpoConfig =
         let where = $"--set {assignment}"
         match assignment.IndexOf '=' with
-        | i when i > 0 ->
-            let key = assignment.Substring(0, i).Trim()
-            let value = assignment.Substring(i + 1).Trim()
-            let json =
-                try
-                    use d = JsonDocument.Parse value
-                    d.RootElement.GetRawText()
-                with :? JsonException -> JsonSerializer.Serialize value
-            use d = JsonDocument.Parse json
-            applyKey where key d.RootElement config
+        | i when i > 0 -> setValue where (assignment.Substring(0, i).Trim()) (assignment.Substring(i + 1).Trim()) config
         | _ -> raise (InvalidDataException $"{where}: must be key=value")
 
     /// Fails unless the run can start (the common checks, then GRPO's).

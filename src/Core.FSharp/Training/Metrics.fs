@@ -106,13 +106,34 @@ module MetricKeys =
     [<Literal>]
     let EvaluationRawWer = "evaluation/raw_wer"
 
+    /// Corpus WER (normalised) in percent, as the original logged every WER, of the run's final model on `test_data`; this project's.
+    [<Literal>]
+    let TestWer = "test/wer"
+
+    /// Corpus CER (normalised) in percent on `test_data`; this project's.
+    [<Literal>]
+    let TestCer = "test/cer"
+
+    /// Corpus WER without the normaliser, in percent, on `test_data`; this project's.
+    [<Literal>]
+    let TestRawWer = "test/raw_wer"
+
+    /// Utterances of `test_data` evaluated; this project's.
+    [<Literal>]
+    let TestNumSamples = "test/num_samples"
+
+    /// Mean kept fraction over the predictors on `test_data`; this project's.
+    [<Literal>]
+    let TestCompressionRatio = "test/compression_ratio"
+
     /// Every name above.
     let all: string list =
         [ TrainLoss; TrainLearningRate; TrainGradNorm; TrainEpoch; TrainCompressionRatio; TrainBoundaryLoss
           TrainBoundaryTemperature; TrainBoundaryTargetProgress; TrainBoundaryCv; TrainBoundaryAdjacentPct
           TrainScheduledPrior; TrainBoundaryLossWeight; TrainGrpoRewardMean; TrainGrpoRewardStd; TrainAsrLoss
           TrainTotalLoss; TrainPolicyLoss; EvalLoss; EvalWer; EvalNumSamples; EvalCompressionRatio; EvalBoundaryCv
-          EvalBoundaryAdjacentPct; EvaluationWer; EvaluationCompressionRatio; EvaluationCer; EvaluationRawWer; FinalTestWer; FinalTestSamples ]
+          EvalBoundaryAdjacentPct; EvaluationWer; EvaluationCompressionRatio; EvaluationCer; EvaluationRawWer; FinalTestWer; FinalTestSamples
+          TestWer; TestCer; TestRawWer; TestNumSamples; TestCompressionRatio ]
 
 /// A destination of per-step scalar metrics. `Log` records the values of one step (name → value, in the order
 /// given); `Flush` makes what was logged durable; `Dispose` flushes and closes.

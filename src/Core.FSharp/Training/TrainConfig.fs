@@ -46,6 +46,11 @@ type TrainConfig =
       DataSplits: string list
       /// Splits of `dev_data` to evaluate; empty = every utterance (`dev_splits`).
       DevSplits: string list
+      /// The test corpus the run's model (best/, or final/ without dev data) is evaluated on at the end of a
+      /// completed run; None = no test evaluation (`test_data`).
+      TestData: string option
+      /// Splits of `test_data` to evaluate; empty = every utterance (`test_splits`).
+      TestSplits: string list
       /// Optimizer updates of the run (`max_steps`).
       MaxSteps: int
       /// Utterances per update (`batch_size`).
@@ -105,7 +110,7 @@ module TrainConfig =
     /// The defaults (model and data must be given).
     let Default =
         { Model = ""; Predictors = []; ConvStrides = []; FromScratch = None; DModel = None; EncoderLayers = None
-          DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; DataSplits = []; DevSplits = []; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
+          DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; DataSplits = []; DevSplits = []; TestData = None; TestSplits = []; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
           PredictorLearningRate = Some 1e-3; WarmupRatio = 0.1; Decay = LinearDecay; WeightDecay = 0.01
           MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1
           LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
@@ -238,6 +243,9 @@ module TrainConfig =
               match c.DevData with Some d -> w.WriteString("dev_data", d) | None -> w.WriteNull "dev_data")
           k "data_splits" (fun at v c -> { c with DataSplits = strings at "data_splits" v }) (fun w c -> writeStrings w "data_splits" c.DataSplits)
           k "dev_splits" (fun at v c -> { c with DevSplits = strings at "dev_splits" v }) (fun w c -> writeStrings w "dev_splits" c.DevSplits)
+          k "test_data" (fun at v c -> { c with TestData = optional v (str at "test_data") }) (fun w c ->
+              match c.TestData with Some d -> w.WriteString("test_data", d) | None -> w.WriteNull "test_data")
+          k "test_splits" (fun at v c -> { c with TestSplits = strings at "test_splits" v }) (fun w c -> writeStrings w "test_splits" c.TestSplits)
           k "max_steps" (fun at v c -> { c with MaxSteps = int' at "max_steps" 1 v }) (fun w c -> w.WriteNumber("max_steps", c.MaxSteps))
           k "batch_size" (fun at v c -> { c with BatchSize = int' at "batch_size" 1 v }) (fun w c -> w.WriteNumber("batch_size", c.BatchSize))
           k "micro_batches" (fun at v c -> { c with MicroBatches = int' at "micro_batches" 1 v }) (fun w c -> w.WriteNumber("micro_batches", c.MicroBatches))

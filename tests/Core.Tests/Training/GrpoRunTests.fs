@@ -15,30 +15,16 @@ open MagnetWhisper.Core.Training
 open MagnetWhisper.Tests.Magnet
 open MagnetWhisper.Tests.Data
 
-/// Whisper's real vocabulary and 30 s window (collation needs both), everything else tiny.
-let private config =
-    { WhisperConfig.preset "tiny" with
-        DModel = 32
-        EncoderLayers = 2
-        DecoderLayers = 1
-        EncoderAttentionHeads = 2
-        DecoderAttentionHeads = 2
-        EncoderFfnDim = 64
-        DecoderFfnDim = 64 }
+/// The fixtures' tiny model (no dropout).
+let private config = TrainingFixtures.runWhisper (WhisperConfig.preset "tiny").Dropout
 
 /// A model folder (a BP1 before encoder layer 1, initial rate ½) and a corpus folder of 4 tones with transcripts.
 let private setup (temp: MagnetFixtures.Temp) : GrpoConfig =
     let modelDir = temp.Sub "model"
     if not (Directory.Exists modelDir) then
-        torch.manual_seed 7L |> ignore
-        use whisper = WhisperModel.create config
         let predictor = { PredictorConfig.Default(Bp1, 0.3) with InitialBoundaryBias = Some 0.0 }
-        use model = MagnetWhisperModel.FromWhisper(whisper, MagnetOptions.Default.WithSlot { PredictorSlot.Create(1, Bp1, 0.3) with Predictor = predictor })
-        MagnetFormat.save modelDir model
-        let corpus = temp.Sub "corpus"
-        for i, text in List.indexed [ "one two"; "three"; "four five six"; "seven" ] do
-            CorpusFixtures.tone (Path.Combine(corpus, $"u{i}.wav")) (0.4 + 0.2 * float i) 16000 (200.0 + 150.0 * float i) |> ignore
-            File.WriteAllText(Path.Combine(corpus, $"u{i}.txt"), text)
+        TrainingFixtures.magnetFolder modelDir config { PredictorSlot.Create(1, Bp1, 0.3) with Predictor = predictor }
+        TrainingFixtures.toneCorpus (temp.Sub "corpus")
     { GrpoConfig.Default with
         Common =
             { GrpoConfig.Default.Common with
@@ -50,19 +36,14 @@ let private setup (temp: MagnetFixtures.Temp) : GrpoConfig =
         EntropyCoefficient = 0.01
         KeptFractionWeight = 0.5 }
 
-let private options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+let private options = TrainingFixtures.cpuRun
 
 /// (step, key, value) of every train/ metric of a run's metrics.jsonl.
-let private trainMetrics (runDir: string) =
-    [ for line in MetricsJsonl.read (Path.Combine(runDir, "metrics.jsonl")) do
-          for k, v in line.Values do
-              if k.StartsWith "train/" then line.Step, k, v ]
+let private trainMetrics (runDir: string) = TrainingFixtures.metrics runDir (fun k -> k.StartsWith "train/")
 
-let private state (dir: string) =
-    use m = MagnetFormat.load dir torch.CPU torch.float32
-    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
+let private state = TrainingFixtures.folderState
 
-let private run c dir resume o ct = Grpo.run c dir resume o ignore ct
+let private run c dir resume o ct = Grpo.run c dir resume o GrpoEvents.None ct
 
 [<Tests>]
 let tests =
@@ -117,9 +98,22 @@ let tests =
                       for k, v in line.Values do
                           if k = MetricKeys.EvalWer then line.Step, v ]
             Expect.equal (evals |> List.map fst) [ 2L ] "eval/wer at step 2"
-            Expect.equal result.Best (Some(snd evals.Head, 2)) "best by dev WER"
+            Expect.equal (result.Best |> Option.map (fun (w, s) -> 100.0 * w, s)) (Some(snd evals.Head, 2)) "best by dev WER (logged in percent)"
             Expect.isTrue (File.Exists(Path.Combine(dir, "best", "config.json"))) "best/ written"
-            Expect.equal (GrpoConfig.read (Path.Combine(dir, Supervised.ConfigFile))) c "config.json reads back as the configuration"
+            Expect.equal (GrpoConfig.read (Path.Combine(dir, TrainingRun.ConfigFile))) c "config.json reads back as the configuration"
+        }
+
+        test "test_data: a completed GRPO run evaluates final/ on it without dev data and logs test/wer" {
+            use temp = new MagnetFixtures.Temp()
+            let c = setup temp
+            let c = { c with Common = { c.Common with TestData = Some(temp.Sub "corpus"); MaxSteps = 1; EvalBatchSize = 4 } }
+            let dir = temp.Sub "run"
+            let result = run c dir false options CancellationToken.None
+            let tested = Expect.wantSome result.Test "a test evaluation"
+            Expect.equal tested.Model (Path.Combine(dir, "final")) "final/ is tested"
+            let wer, cer, n = TrainingFixtures.scoresOf tested.Model (temp.Sub "corpus") 4
+            Expect.equal (tested.Wer, tested.Cer, tested.Utterances) (wer, cer, n) "the folder's scores"
+            Expect.equal (TrainingFixtures.metrics dir ((=) MetricKeys.TestWer)) [ 1L, MetricKeys.TestWer, 100.0 * wer ] "test/wer in percent at the last step"
         }
 
         test "GRPO configuration errors name the key" {

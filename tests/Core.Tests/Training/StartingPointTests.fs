@@ -19,10 +19,7 @@ open MagnetWhisper.Tests.Magnet
 open MagnetWhisper.Tests.Magnet.MagnetFixtures
 open MagnetWhisper.Tests.Data
 
-let private small =
-    { WhisperConfig.preset "tiny" with
-        DModel = 32; EncoderLayers = 2; DecoderLayers = 1; EncoderAttentionHeads = 2; DecoderAttentionHeads = 2
-        EncoderFfnDim = 64; DecoderFfnDim = 64 }
+let private small = TrainingFixtures.runWhisper (WhisperConfig.preset "tiny").Dropout
 
 /// Saves a random Whisper of the small shape.
 let private saveWhisper (dir: string) =
@@ -55,9 +52,7 @@ let private sinusoids (length: int) (channels: int) : float[,] =
 /// A corpus folder of 4 tones with transcripts.
 let private corpus (temp: MagnetFixtures.Temp) =
     let dir = temp.Sub "corpus"
-    for i, text in List.indexed [ "one two"; "three"; "four five six"; "seven" ] do
-        CorpusFixtures.tone (Path.Combine(dir, $"u{i}.wav")) (0.4 + 0.2 * float i) 16000 (200.0 + 150.0 * float i) |> ignore
-        File.WriteAllText(Path.Combine(dir, $"u{i}.txt"), text)
+    TrainingFixtures.toneCorpus dir
     dir
 
 [<Tests>]
@@ -208,7 +203,7 @@ let tests =
                     Decay = ConstantAfterWarmup; WeightDecay = 0.0; LogEvery = 1; EvalEvery = 0; CheckpointEvery = 1
                     KeepCheckpoints = 10; MaxNonFiniteSteps = 2; Workers = 1; Seed = 1L }
             let dir = temp.Sub "run"
-            let options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+            let options = TrainingFixtures.cpuRun
             let e = TrainingFixtures.raises<NonFiniteTrainingException> (fun () -> Supervised.run c dir false options SupervisedEvents.None CancellationToken.None |> ignore)
             let skipped =
                 [ for line in MetricsJsonl.read (Path.Combine(dir, "metrics.jsonl")) do
@@ -217,7 +212,7 @@ let tests =
             Expect.equal skipped [ 1L, 0.0; 2L, 1.0; 3L, 1.0; 4L, 1.0 ] "step 1 applied, 2 to 4 skipped; the run ends at the third in a row"
             Expect.equal e.Step 4 "stopped at step 4"
             Expect.stringContains e.Message "max_nonfinite_steps" "the message names the key"
-            let names = Supervised.checkpoints dir |> List.map Path.GetFileName
+            let names = TrainingRun.checkpoints dir |> List.map Path.GetFileName
             Expect.equal names [ "step-00000001"; "step-00000002"; "step-00000003" ] "no checkpoint of step 4"
             Expect.equal e.LastCheckpoint (Some(Path.Combine(dir, "checkpoints", "step-00000003"))) "the last good checkpoint is reported"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "final"))) "no final/"

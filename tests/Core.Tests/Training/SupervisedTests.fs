@@ -15,49 +15,28 @@ open MagnetWhisper.Core.Training
 open MagnetWhisper.Tests.Magnet
 open MagnetWhisper.Tests.Data
 
-/// Whisper's real vocabulary and 30 s window (collation needs both), everything else tiny; dropout on, so the
-/// global generator matters for resuming.
-let private config =
-    { WhisperConfig.preset "tiny" with
-        DModel = 32
-        EncoderLayers = 2
-        DecoderLayers = 1
-        EncoderAttentionHeads = 2
-        DecoderAttentionHeads = 2
-        EncoderFfnDim = 64
-        DecoderFfnDim = 64
-        Dropout = 0.1 }
+/// The fixtures' tiny model with dropout on, so the global generator matters for resuming.
+let private config = TrainingFixtures.runWhisper 0.1
 
 /// A model folder (a BP1 before encoder layer 1) and a corpus folder of 4 tones with transcripts.
 let private setup (temp: MagnetFixtures.Temp) =
     let modelDir = temp.Sub "model"
     if not (Directory.Exists modelDir) then
-        torch.manual_seed 7L |> ignore
-        use whisper = WhisperModel.create config
-        use model = MagnetWhisperModel.FromWhisper(whisper, MagnetOptions.Default.WithPredictor(1, Bp1, 0.3))
-        MagnetFormat.save modelDir model
-        let corpus = temp.Sub "corpus"
-        for i, text in List.indexed [ "one two"; "three"; "four five six"; "seven" ] do
-            CorpusFixtures.tone (Path.Combine(corpus, $"u{i}.wav")) (0.4 + 0.2 * float i) 16000 (200.0 + 150.0 * float i) |> ignore
-            File.WriteAllText(Path.Combine(corpus, $"u{i}.txt"), text)
+        TrainingFixtures.magnetFolder modelDir config (PredictorSlot.Create(1, Bp1, 0.3))
+        TrainingFixtures.toneCorpus (temp.Sub "corpus")
     { TrainConfig.Default with
         Model = modelDir; Data = temp.Sub "corpus"; MaxSteps = 4; BatchSize = 2; MicroBatches = 2; LearningRate = 1e-3
         PredictorLearningRate = Some 1e-2; LogEvery = 1; EvalEvery = 0; CheckpointEvery = 0; KeepCheckpoints = 2; Seed = 3L
         Targets = [ "characters" ]; Workers = 1 }
 
-let private options = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+let private options = TrainingFixtures.cpuRun
 
 let private lossKeys = [ MetricKeys.TrainLoss; MetricKeys.TrainAsrLoss; MetricKeys.TrainBoundaryLoss; MetricKeys.TrainGradNorm; MetricKeys.TrainLearningRate ]
 
 /// (step, key, value) of the loss keys of a run's metrics.jsonl.
-let private losses (runDir: string) =
-    [ for line in MetricsJsonl.read (Path.Combine(runDir, "metrics.jsonl")) do
-          for k, v in line.Values do
-              if List.contains k lossKeys then line.Step, k, v ]
+let private losses (runDir: string) = TrainingFixtures.metrics runDir (fun k -> List.contains k lossKeys)
 
-let private state (dir: string) =
-    use m = MagnetFormat.load dir torch.CPU torch.float32
-    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
+let private state = TrainingFixtures.folderState
 
 let private run c dir resume o ct = Supervised.run c dir resume o SupervisedEvents.None ct
 
@@ -122,18 +101,18 @@ let tests =
             let c = { setup temp with CheckpointEvery = 1; MaxSteps = 3 }
             let dir = temp.Sub "run"
             let result = run c dir false options CancellationToken.None
-            let names = Supervised.checkpoints dir |> List.map Path.GetFileName
+            let names = TrainingRun.checkpoints dir |> List.map Path.GetFileName
             Expect.equal names [ "step-00000002"; "step-00000003" ] "the newest two"
             Expect.equal (TrainingCheckpoint.read (Path.Combine(dir, "checkpoints", "step-00000003"))).Step 3 "trainer.json step"
             Expect.equal result.Checkpoint (Some(Path.Combine(dir, "checkpoints", "step-00000003"))) "reported"
             Expect.isTrue (File.Exists(Path.Combine(dir, "final", "config.json"))) "final/ holds the model"
-            let saved = TrainConfig.read (Path.Combine(dir, Supervised.ConfigFile))
+            let saved = TrainConfig.read (Path.Combine(dir, TrainingRun.ConfigFile))
             Expect.equal saved c "config.json holds the resolved configuration"
             use cancelled = new CancellationTokenSource()
             cancelled.Cancel()
             let stopped = run { c with CheckpointEvery = 0 } (temp.Sub "cancelled") false options cancelled.Token
             Expect.equal (stopped.Outcome, stopped.Step) (Interrupted, 1) "one step, then the checkpoint"
-            Expect.equal (Supervised.checkpoints (temp.Sub "cancelled") |> List.map Path.GetFileName) [ "step-00000001" ] "its checkpoint"
+            Expect.equal (TrainingRun.checkpoints (temp.Sub "cancelled") |> List.map Path.GetFileName) [ "step-00000001" ] "its checkpoint"
         }
 
         test "dev evaluation logs eval/wer every 2 steps and keeps best/" {
@@ -148,8 +127,29 @@ let tests =
             Expect.equal (evals |> List.map fst) [ 2L ] "eval/wer at step 2"
             let wer = snd evals.Head
             Expect.isTrue (wer >= 0.0 && Double.IsFinite wer) "a WER"
-            Expect.equal result.Best (Some(wer, 2)) "best by dev WER"
+            // Logged in percent as the original logged it; the result holds the fraction.
+            Expect.equal (result.Best |> Option.map (fun (w, s) -> 100.0 * w, s)) (Some(wer, 2)) "best by dev WER"
             Expect.isTrue (File.Exists(Path.Combine(dir, "best", "config.json"))) "best/ written"
+        }
+
+        test "test_data: a completed run evaluates best/ (final/ without dev data) on it, logs test/wer and reports it" {
+            use temp = new MagnetFixtures.Temp()
+            let c = { setup temp with DevData = Some(temp.Sub "corpus"); TestData = Some(temp.Sub "corpus"); EvalEvery = 1; MaxSteps = 2; EvalBatchSize = 4 }
+            let dir = temp.Sub "run"
+            let result = run c dir false options CancellationToken.None
+            let tested = Expect.wantSome result.Test "a test evaluation"
+            Expect.equal tested.Model (Path.Combine(dir, "best")) "best/ is tested"
+            // The Evaluator on the folder itself, apart from the trainer.
+            let wer, cer, n = TrainingFixtures.scoresOf tested.Model (temp.Sub "corpus") c.EvalBatchSize
+            Expect.equal (tested.Wer, tested.Cer, tested.Utterances) (wer, cer, n) "the folder's scores"
+            let logged = TrainingFixtures.metrics dir (fun k -> k.StartsWith "test/")
+            Expect.contains logged (2L, MetricKeys.TestWer, 100.0 * wer) "test/wer logged in percent at the last step"
+            Expect.contains logged (2L, MetricKeys.TestCer, 100.0 * cer) "test/cer logged in percent"
+            Expect.contains logged (2L, MetricKeys.TestNumSamples, 4.0) "test/num_samples: the 4 utterances"
+            let plain = run { c with DevData = None } (temp.Sub "plain") false options CancellationToken.None
+            Expect.equal (plain.Test |> Option.map _.Model) (Some(Path.Combine(temp.Sub "plain", "final"))) "final/ without dev data"
+            let stopped = run c (temp.Sub "stopped") false { options with StopAtStep = Some 1 } CancellationToken.None
+            Expect.isNone stopped.Test "an interrupted run is not tested"
         }
 
         test "configuration errors name the key" {

@@ -8,6 +8,7 @@ open MagnetWhisper.Core.Segments
 open MagnetWhisper.Core.Magnet
 open MagnetWhisper.Core.Training
 open MagnetWhisper.Tests.Magnet
+open MagnetWhisper.Tests.Data
 
 type Tensor = torch.Tensor
 
@@ -103,3 +104,52 @@ let changed<'t, 'u when 't :> Tensor and 'u :> Tensor> (before: (string * 't) li
     [ for n, t in before do
           use eq = t.detach().to_type(torch.float64).eq(other.[n].detach().to_type(torch.float64)).all()
           if not (eq.item<bool>()) then n ]
+
+/// Whisper's real vocabulary and 30 s window (collation needs both), everything else tiny: the run tests' model.
+let runWhisper (dropout: float) : WhisperConfig =
+    { WhisperConfig.preset "tiny" with
+        DModel = 32
+        EncoderLayers = 2
+        DecoderLayers = 1
+        EncoderAttentionHeads = 2
+        DecoderAttentionHeads = 2
+        EncoderFfnDim = 64
+        DecoderFfnDim = 64
+        Dropout = dropout }
+
+/// Writes a corpus folder of 4 sine tones (sox) with short transcripts into dir.
+let toneCorpus (dir: string) : unit =
+    for i, text in List.indexed [ "one two"; "three"; "four five six"; "seven" ] do
+        CorpusFixtures.tone (System.IO.Path.Combine(dir, $"u{i}.wav")) (0.4 + 0.2 * float i) 16000 (200.0 + 150.0 * float i) |> ignore
+        System.IO.File.WriteAllText(System.IO.Path.Combine(dir, $"u{i}.txt"), text)
+
+/// Saves a MagnetWhisper of `config` (drawn from seed 7) with the given predictor slot into dir.
+let magnetFolder (dir: string) (config: WhisperConfig) (slot: PredictorSlot) : unit =
+    torch.manual_seed 7L |> ignore
+    use whisper = WhisperModel.create config
+    use model = MagnetWhisperModel.FromWhisper(whisper, MagnetOptions.Default.WithSlot slot)
+    MagnetFormat.save dir model
+
+/// The normalised WER, CER and utterance count of a model folder on a corpus folder, by the Evaluator directly.
+let scoresOf (modelDir: string) (corpusDir: string) (batchSize: int) : float * float * int =
+    use model = MagnetFormat.load modelDir torch.CPU torch.float32
+    let corpus =
+        MagnetWhisper.Core.Data.Corpora.read MagnetWhisper.Core.Data.CorpusOptions.Default corpusDir
+        |> MagnetWhisper.Core.Data.BatchLoader.measure 1 None System.Threading.CancellationToken.None
+    let options = { MagnetWhisper.Core.Evaluation.EvaluationOptions.Default with BatchSize = batchSize; Workers = 1; Language = "en"; Ffmpeg = None }
+    let result = MagnetWhisper.Core.Evaluation.Evaluator.evaluate model options corpus ignore System.Threading.CancellationToken.None
+    result.Score.Words.Rate, result.Score.Characters.Rate, result.Utterances.Length
+
+/// How the run tests run: on the CPU, to the end, WAV only.
+let cpuRun: SupervisedOptions = { Device = torch.CPU; StopAtStep = None; Ffmpeg = None }
+
+/// (step, key, value) of the metrics of a run's metrics.jsonl whose key passes `keep`.
+let metrics (runDir: string) (keep: string -> bool) : (int64 * string * float) list =
+    [ for line in MetricsJsonl.read (System.IO.Path.Combine(runDir, "metrics.jsonl")) do
+          for k, v in line.Values do
+              if keep k then line.Step, k, v ]
+
+/// The parameters and buffers of a model folder (copies, outside any dispose scope).
+let folderState (dir: string) : (string * Tensor) list =
+    use m = MagnetFormat.load dir torch.CPU torch.float32
+    [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
