@@ -55,7 +55,7 @@ let tests =
                 Expect.stringContains html value $"the page holds the logged value {value}"
             Expect.stringContains html "fast-bp1: final (step 4)" "the Pareto view's point of fast-bp1"
             Expect.stringContains html "slow-bp4: best (step 4)" "the Pareto view's best point of slow-bp4"
-            for axis in [ "learning rate"; "temperature"; "dev WER (eval/wer)"; "compression (kept fraction of the dev evaluation)" ] do
+            for axis in [ "learning rate"; "temperature"; "dev WER, % (eval/wer)"; "compression (kept fraction of the dev evaluation)" ] do
                 Expect.stringContains html axis $"the page has the panel '{axis}'"
             // fast-bp1's final evaluation is step 4 (WER 0.375 at its own compression 0.296875); slow-bp4 logged no
             // dev compression, so its point takes the training compression logged at step 4.

@@ -205,7 +205,7 @@ let private summary (runs: RunMetrics list) (missing: string list) : XmlNode =
             if r.SkippedLast then yield p [] [ str $"{r.Name}: the last line of {MetricsFile} is incomplete (a run being written) and was left out." ]
         if not missing.IsEmpty then
             yield p [] [ str ("Not logged by these runs: " + String.Join("; ", missing) + ".") ]
-        yield p [] [ str "Compression is the kept fraction (kept positions / valid positions): lower keeps fewer frames. The WER is shown as the run logged it." ] ]
+        yield p [] [ str "Compression is the kept fraction (kept positions / valid positions): lower keeps fewer frames. The WER is shown as the run logged it: in percent, as the trainers and the original log eval/wer." ] ]
 
 /// The page of the runs (at least one).
 let page (title: string) (runs: RunMetrics list) : string =
