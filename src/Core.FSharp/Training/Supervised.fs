@@ -102,7 +102,14 @@ module Supervised =
             let p = Curve.progress step config.MaxSteps
             let schedules = PredictorCurves.schedules curves p
             let kept = ResizeArray<float>()
-            let observe (r: ForwardResult) = for _, k in r.Encoder.Compression do kept.Add k
+            // The first predictor's spacing CV and adjacent-boundary share of the step's last micro-batch (SPEC §8:
+            // what whisper.py logged as boundary_cv and boundary_adjacent_pct, the latter in percent).
+            let mutable spacing = None
+            let observe (r: ForwardResult) =
+                for _, k in r.Encoder.Compression do kept.Add k
+                match r.Encoder.Layers |> List.sortBy _.Index |> List.tryHead with
+                | Some l -> spacing <- Some(TrainingStep.value l.Output.MeanSpacingCv, 100.0 * TrainingStep.value l.Output.AdjacencyOverall)
+                | None -> ()
             let rows = microBatchRows batch.Ids.Length config.MicroBatches
             let slice (lo, n) (t: torch.Tensor) = t.narrow(0L, lo, n)
             let counts (lo, n) = TrainingStep.countsOf (slice (lo, n) batch.Labels)
@@ -142,6 +149,9 @@ module Supervised =
                            "train/samples_per_second", samplesPerSecond
                            "train/skipped_update", (if report.Skipped.IsSome then 1.0 else 0.0) ]
                          @ (if config.CtcWeight > 0.0 then [ "train/ctc_loss", report.CtcLoss ] else [])
+                         @ (match spacing with
+                            | Some(cv, adjacent) -> [ MetricKeys.TrainBoundaryCv, cv; MetricKeys.TrainBoundaryAdjacentPct, adjacent ]
+                            | None -> [])
                          @ scheduleValues
                 session.Log values
             events.Progress

@@ -59,6 +59,13 @@ let private resumesBitIdentically (c: TrainConfig) (temp: MagnetFixtures.Temp) =
     let trainLoss = expected |> List.filter (fun (_, k, _) -> k = MetricKeys.TrainLoss) |> List.map (fun (_, _, v) -> v)
     Expect.isGreaterThan (List.distinct trainLoss).Length 1 "losses change"
     Expect.sequenceEqual (losses parted) expected "metrics.jsonl losses bit-identical"
+    // The BP1's spacing CV (≥ 0) and adjacent-boundary share (a percentage, SPEC §8) on every logged step.
+    let spacing = TrainingFixtures.metrics (temp.Sub "whole") (fun k -> k = MetricKeys.TrainBoundaryCv || k = MetricKeys.TrainBoundaryAdjacentPct)
+    for key in [ MetricKeys.TrainBoundaryCv; MetricKeys.TrainBoundaryAdjacentPct ] do
+        Expect.equal (spacing |> List.filter (fun (_, k, _) -> k = key) |> List.map (fun (s, _, _) -> s)) [ 1L; 2L; 3L; 4L ] $"{key} every step"
+    for _, k, v in spacing do
+        if k = MetricKeys.TrainBoundaryAdjacentPct then Expect.isTrue (v >= 0.0 && v <= 100.0) $"{k} = {v} is a percentage"
+        else Expect.isTrue (v >= 0.0 && Double.IsFinite v) $"{k} = {v}"
     let a = state (Path.Combine(temp.Sub "whole", "final"))
     let b = state (Path.Combine(parted, "final"))
     Expect.isEmpty (TrainingFixtures.changed a b) "final parameters bit-identical"
