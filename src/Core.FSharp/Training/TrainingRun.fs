@@ -261,6 +261,10 @@ module TrainingRun =
         member _.FirstStep = firstStep
         /// The training corpus.
         member _.Train = train
+        /// The dev corpus (dev_data), if any.
+        member _.Dev = dev
+        /// The dev loss of the model as it is, logged as eval/loss at each dev evaluation (a trainer's own loss).
+        member val DevLoss: (Corpus -> float) option = None with get, set
         /// The newest checkpoint folder.
         member _.LastCheckpoint = lastCheckpoint
         /// The data position to go on from.
@@ -305,21 +309,23 @@ module TrainingRun =
             events.CheckpointWritten { Step = step; Folder = dir }
 
         /// Evaluates the dev data (in evaluation mode, the model's mode restored after), writes best/ on a better WER.
-        member _.Evaluate() =
+        member s.Evaluate() =
             match dev with
             | None -> ()
             | Some corpus ->
                 let training = model.training
                 model.eval()
                 let result = Evaluator.evaluate model evaluation corpus ignore CancellationToken.None
+                let loss = s.DevLoss |> Option.map (fun f -> f corpus)
                 if training then model.train() else model.eval()
                 let wer, cer, compression = scores result
-                sink.Log(int64 step,
-                         [ MetricKeys.EvalWer, 100.0 * wer
-                           MetricKeys.EvaluationCer, 100.0 * cer
-                           MetricKeys.EvaluationRawWer, 100.0 * result.Score.RawWords.Rate
-                           MetricKeys.EvalNumSamples, float result.Utterances.Length
-                           MetricKeys.EvalCompressionRatio, compression ])
+                let values =
+                    [ MetricKeys.EvalWer, 100.0 * wer
+                      MetricKeys.EvaluationCer, 100.0 * cer
+                      MetricKeys.EvaluationRawWer, 100.0 * result.Score.RawWords.Rate
+                      MetricKeys.EvalNumSamples, float result.Utterances.Length
+                      MetricKeys.EvalCompressionRatio, compression ]
+                sink.Log(int64 step, (loss |> Option.map (fun l -> MetricKeys.EvalLoss, l) |> Option.toList) @ values)
                 let isBest =
                     match standing.Best with
                     | Some(best, _) when not (wer < best) ->
