@@ -163,7 +163,8 @@ namespace MagnetWhisper
         /// <summary>Utterances longer than this are left out, at most 30 s (<c>max_duration</c>); null = the file's or up to 30 s.</summary>
         public TimeSpan? MaxDuration { get; init; }
 
-        /// <summary><c>key=value</c> overrides applied last, as <c>magnet train --set</c> takes them.</summary>
+        /// <summary><c>key=value</c> overrides applied last, as <c>magnet train --set</c> takes them; keys without a property set here,
+        /// e.g. the per-predictor curves <c>schedules={"all":{"compression":{"linear":[0,1]}}}</c> (docs/TRAINING.md).</summary>
         public IReadOnlyList<string> Settings { get; init; } = Array.Empty<string>();
 
         /// <summary>"auto", "cpu", "cuda" or "cuda:N" (not part of the configuration: a resumed run may change it).</summary>

@@ -74,6 +74,7 @@ module Supervised =
         torch.manual_seed config.Seed |> ignore
         use model = TrainingRun.loadModel config start device
         model.train()
+        let curves = TrainConfig.predictorCurves config [ for s in model.Options.Predictors -> s.Layer ]
         if config.CtcWeight > 0.0 && model.CtcHead.IsNone then model.AttachCtcHead CtcAlphabet.classes
         TrainedParts.apply config.TrainedParts model |> ignore
         use optimizer = Optimizer.forMagnet (TrainingRun.optimizerSettings config) model
@@ -90,9 +91,6 @@ module Supervised =
         let loader =
             BatchLoader(collate, batching, { Workers = config.Workers; Ahead = 4 * config.BatchSize; Ffmpeg = options.Ffmpeg; Device = device }, session.Train.Utterances)
         let schedule = LearningRate.validate (LearningRateSchedule.WithWarmupRatio(config.MaxSteps, config.WarmupRatio, config.Decay))
-        let curves =
-            Map [ for s in model.Options.Predictors ->
-                      s.Layer, PredictorCurves.validate s.Layer { PredictorCurves.WhisperPy with Temperature = Linear(config.TemperatureStart, config.TemperatureEnd) } ]
         // eval/loss: the training loss on the dev data in evaluation mode (thresholded boundaries, no dropout), token-mean
         // cross-entropy plus utterance-mean boundary loss at the step's schedules, in the corpus order.
         session.DevLoss <-

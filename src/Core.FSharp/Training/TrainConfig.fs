@@ -76,6 +76,9 @@ type TrainConfig =
       /// Temperature τ at the start and end of the run, linear between (`temperature_start`, `temperature_end`).
       TemperatureStart: float
       TemperatureEnd: float
+      /// Per-predictor curves of progress over whisper.py's (with the temperature above): "all" then each layer's
+      /// entry; empty = whisper.py's (`schedules`, see ScheduleOverrides).
+      Schedules: Map<ScheduleScope, CurveOverrides>
       /// Metrics every this many steps (`log_every`).
       LogEvery: int
       /// Dev evaluation every this many steps; 0 = only at the end (`eval_every`).
@@ -112,7 +115,7 @@ module TrainConfig =
         { Model = ""; Predictors = []; ConvStrides = []; FromScratch = None; DModel = None; EncoderLayers = None
           DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; DataSplits = []; DevSplits = []; TestData = None; TestSplits = []; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
           PredictorLearningRate = Some 1e-3; WarmupRatio = 0.1; Decay = LinearDecay; WeightDecay = 0.01
-          MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1
+          MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1; Schedules = Map.empty
           LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
           KeepCheckpoints = 3; Seed = 0L; Language = "en"; Workers = 2; MaxDuration = None
           MaxNonFiniteSteps = 10; SpecAugment = None; CtcWeight = 0.0 }
@@ -280,6 +283,7 @@ module TrainConfig =
               (fun w c -> w.WriteNumber("temperature_start", c.TemperatureStart))
           k "temperature_end" (fun at v c -> { c with TemperatureEnd = num at "temperature_end" positive "a positive number" v })
               (fun w c -> w.WriteNumber("temperature_end", c.TemperatureEnd))
+          k ScheduleOverrides.Key (fun at v c -> { c with Schedules = ScheduleOverrides.parse at v }) (fun w c -> ScheduleOverrides.write w c.Schedules)
           k "log_every" (fun at v c -> { c with LogEvery = int' at "log_every" 1 v }) (fun w c -> w.WriteNumber("log_every", c.LogEvery))
           k "eval_every" (fun at v c -> { c with EvalEvery = int' at "eval_every" 0 v }) (fun w c -> w.WriteNumber("eval_every", c.EvalEvery))
           k "eval_batch_size" (fun at v c -> { c with EvalBatchSize = int' at "eval_batch_size" 1 v }) (fun w c -> w.WriteNumber("eval_batch_size", c.EvalBatchSize))
@@ -369,6 +373,14 @@ module TrainConfig =
         Json.write (fun w ->
             for k in keys do
                 k.Write w config)
+
+    /// The curves of every predictor of a model whose predictors are before `predictorLayers`: whisper.py's with the
+    /// temperature keys, then `schedules`' "all" entry, then the layer's own. Fails naming the key when a
+    /// `schedules` entry names a layer without a predictor.
+    let predictorCurves (config: TrainConfig) (predictorLayers: int list) : Map<int, PredictorCurves> =
+        ScheduleOverrides.checkLayers config.Schedules predictorLayers
+        let baseline = { PredictorCurves.WhisperPy with Temperature = Linear(config.TemperatureStart, config.TemperatureEnd) }
+        Map [ for layer in predictorLayers -> layer, PredictorCurves.validate layer (ScheduleOverrides.curvesFor baseline config.Schedules layer) ]
 
     /// Writes the resolved configuration atomically.
     let save (path: string) (config: TrainConfig) : unit = AtomicWrite.text path (toJson config)
