@@ -230,6 +230,16 @@ module TrainingRun =
         let kept = result.Predictors |> List.map _.KeptFraction
         result.Score.Words.Rate, result.Score.Characters.Rate, (if kept.IsEmpty then nan else List.average kept)
 
+    /// An evaluation's metrics under the keys (WER, CER, raw WER, utterances, kept fraction), rates in percent as the
+    /// original logged its WERs.
+    let private scoreValues (wer, cer, raw, samples, kept) (result: EvaluationResult) : (string * float) list =
+        let w, c, compression = scores result
+        [ wer, 100.0 * w
+          cer, 100.0 * c
+          raw, 100.0 * result.Score.RawWords.Rate
+          samples, float result.Utterances.Length
+          kept, compression ]
+
     /// A run in progress: the state both loops share (step, data position, dev standing, the newest checkpoint, the
     /// metrics sink) once the model and optimizer exist. Created after them: it restores a resumed run's checkpoint
     /// into them, then reads the corpora (train, dev, test) and opens the metrics.
@@ -320,11 +330,7 @@ module TrainingRun =
                 if training then model.train() else model.eval()
                 let wer, cer, compression = scores result
                 let values =
-                    [ MetricKeys.EvalWer, 100.0 * wer
-                      MetricKeys.EvaluationCer, 100.0 * cer
-                      MetricKeys.EvaluationRawWer, 100.0 * result.Score.RawWords.Rate
-                      MetricKeys.EvalNumSamples, float result.Utterances.Length
-                      MetricKeys.EvalCompressionRatio, compression ]
+                    scoreValues (MetricKeys.EvalWer, MetricKeys.EvaluationCer, MetricKeys.EvaluationRawWer, MetricKeys.EvalNumSamples, MetricKeys.EvalCompressionRatio) result
                 sink.Log(int64 step, (loss |> Option.map (fun l -> MetricKeys.EvalLoss, l) |> Option.toList) @ values)
                 let isBest =
                     match standing.Best with
@@ -373,11 +379,7 @@ module TrainingRun =
                         let result = Evaluator.evaluate tested evaluation corpus ignore CancellationToken.None
                         let wer, cer, compression = scores result
                         let values =
-                            [ MetricKeys.TestWer, 100.0 * wer
-                              MetricKeys.TestCer, 100.0 * cer
-                              MetricKeys.TestRawWer, 100.0 * result.Score.RawWords.Rate
-                              MetricKeys.TestNumSamples, float result.Utterances.Length
-                              MetricKeys.TestCompressionRatio, compression ]
+                            scoreValues (MetricKeys.TestWer, MetricKeys.TestCer, MetricKeys.TestRawWer, MetricKeys.TestNumSamples, MetricKeys.TestCompressionRatio) result
                         sink.Log(int64 step, values)
                         sink.Flush()
                         events.Logged { Step = step; Values = values }
