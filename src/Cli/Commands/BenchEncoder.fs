@@ -95,37 +95,16 @@ let measure (model: WhisperModel) (description: string) (batch: int) (warmup: in
       GflopPerWindow = gflop
       GflopPerSecond = gflop / perWindow }
 
-/// The reference script: tools/pytorch/whisper_reference.py above the executable or the current directory.
-let private referenceScript () : string =
-    let rel = Path.Combine("tools", "pytorch", "whisper_reference.py")
-    let rec up (d: DirectoryInfo) =
-        if isNull d then None
-        elif File.Exists(Path.Combine(d.FullName, rel)) then Some(Path.Combine(d.FullName, rel))
-        else up d.Parent
-    match up (DirectoryInfo AppContext.BaseDirectory) |> Option.orElse (up (DirectoryInfo(Directory.GetCurrentDirectory()))) with
-    | Some p -> p
-    | None -> failwith $"{rel} not found above {AppContext.BaseDirectory} or the current directory; run from the repository"
-
 /// Times PyTorch's encoder on the same weights with the same threads (the model is saved to a temporary folder
 /// unless `folder` already is a float32-loadable Hugging Face checkpoint); prints the medians and ours / PyTorch.
 let private comparePyTorch (model: WhisperModel) (folder: string option) (r: EncoderBenchResult) (warmup: int) (repeats: int) (quiet: bool) : int =
-    let python = "/usr/bin/python3"
-    let runPython (args: string list) =
-        let psi = ProcessStartInfo(python, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-        for a in args do psi.ArgumentList.Add a
-        use p = Process.Start psi
-        let err = p.StandardError.ReadToEndAsync()
-        let out = p.StandardOutput.ReadToEnd()
-        p.WaitForExit()
-        p.ExitCode, out, err.Result
     if model.Device.``type`` <> DeviceType.CPU || model.DType <> torch.float32 then
         invalidArg "pytorch" "--pytorch compares CPU float32 encoders: use --device cpu and --dtype float32"
-    let available = File.Exists python && (try (let code, _, _ = runPython [ "-c"; "import torch, numpy" ] in code = 0) with _ -> false)
-    if not available then
-        eprintfn "pytorch      %s cannot import torch: install Debian's PyTorch with `apt-get install python3-torch` to compare" python
+    if not (PyTorchReference.available ()) then
+        eprintfn "pytorch      %s cannot import torch: install Debian's PyTorch with `apt-get install python3-torch` to compare" PyTorchReference.python
         1
     else
-    let script = referenceScript ()
+    let script = PyTorchReference.script "whisper_reference.py"
     let temp = Path.Combine(Path.GetTempPath(), $"magnet-bench-pytorch-{Guid.NewGuid():N}")
     try
         let dir =
@@ -137,8 +116,8 @@ let private comparePyTorch (model: WhisperModel) (folder: string option) (r: Enc
                 temp
         Output.progress quiet $"timing PyTorch's encoder ({script})"
         let code, out, err =
-            runPython [ script; dir; "--bench"; "--threads"; string r.Threads; "--warmup"; string warmup
-                        "--repeats"; string repeats; "--batch"; string r.Batch ]
+            PyTorchReference.run [ script; dir; "--bench"; "--threads"; string r.Threads; "--warmup"; string warmup
+                                   "--repeats"; string repeats; "--batch"; string r.Batch ]
         if code <> 0 then failwith $"whisper_reference.py --bench exited with {code}: {err.Trim()}"
         // "pytorch <version> encoder median_ms <ms> min_ms <ms> max_ms <ms> threads <n> batch <b>"
         let fields = out.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries)

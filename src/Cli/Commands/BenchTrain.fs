@@ -146,37 +146,14 @@ let private memoryNow () =
     if OperatingSystem.IsLinux() then (try mallocTrim 0un |> ignore with _ -> ())
     rss (), torch.Tensor.TotalCount
 
-/// The reference script in tools/pytorch above the executable or the current directory.
-let private script (name: string) : string =
-    let rel = Path.Combine("tools", "pytorch", name)
-    let rec up (d: DirectoryInfo) =
-        if isNull d then None
-        elif File.Exists(Path.Combine(d.FullName, rel)) then Some(Path.Combine(d.FullName, rel))
-        else up d.Parent
-    match up (DirectoryInfo AppContext.BaseDirectory) |> Option.orElse (up (DirectoryInfo(Directory.GetCurrentDirectory()))) with
-    | Some p -> p
-    | None -> failwith $"{rel} not found above {AppContext.BaseDirectory} or the current directory; run from the repository"
-
-let private python = "/usr/bin/python3"
-
-let private runPython (args: string list) =
-    let psi = ProcessStartInfo(python, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-    for a in args do psi.ArgumentList.Add a
-    use p = Process.Start psi
-    let err = p.StandardError.ReadToEndAsync()
-    let out = p.StandardOutput.ReadToEnd()
-    p.WaitForExit()
-    p.ExitCode, out, err.Result
-
 /// The folder PyTorch reads: the model (our format) and the batch as .npy files.
 [<RequireQualifiedAccess>]
 module PyTorchInputs =
     /// Saves the model and the batch to a temporary folder; None (with the reason on stderr) when /usr/bin/python3
     /// cannot import torch.
     let save (model: MagnetWhisperModel) (b: TrainBatch) (quiet: bool) : string option =
-        let available = File.Exists python && (try (let code, _, _ = runPython [ "-c"; "import torch, numpy" ] in code = 0) with _ -> false)
-        if not available then
-            eprintfn "pytorch      %s cannot import torch: install Debian's PyTorch with `apt-get install python3-torch` to compare" python
+        if not (PyTorchReference.available ()) then
+            eprintfn "pytorch      %s cannot import torch: install Debian's PyTorch with `apt-get install python3-torch` to compare" PyTorchReference.python
             None
         else
         let temp = Path.Combine(Path.GetTempPath(), $"magnet-bench-train-{Guid.NewGuid():N}")
@@ -197,11 +174,11 @@ module PyTorchInputs =
 /// Times PyTorch's update on the saved weights and inputs; returns its median in ms and the cross-entropy of its
 /// first update.
 let private timePyTorch (saved: string) (batch: int) (warmup: int) (repeats: int) (quiet: bool) : float * float =
-    let reference = script "train_reference.py"
+    let reference = PyTorchReference.script "train_reference.py"
     Output.progress quiet $"timing PyTorch's update ({reference})"
     let code, out, err =
-        runPython [ reference; Path.Combine(saved, "model"); "--inputs"; Path.Combine(saved, "inputs"); "--bench"
-                    "--threads"; string (torch.get_num_threads ()); "--warmup"; string warmup; "--repeats"; string repeats ]
+        PyTorchReference.run [ reference; Path.Combine(saved, "model"); "--inputs"; Path.Combine(saved, "inputs"); "--bench"
+                               "--threads"; string (torch.get_num_threads ()); "--warmup"; string warmup; "--repeats"; string repeats ]
     if code <> 0 then failwith $"train_reference.py --bench exited with {code}: {err.Trim()}"
     // "pytorch <version> train median_ms <ms> min_ms <ms> max_ms <ms> threads <n> batch <b> first_ce <ce>"
     let fields = out.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries)
