@@ -17,6 +17,7 @@ type SynthArgs =
     | Engines of names: string
     | Workers of count: int
     | Format of format: string
+    | Bitrate of kbps: int
     | Quiet
     interface IArgParserTemplate with
         member a.Usage =
@@ -27,6 +28,7 @@ type SynthArgs =
             | Engines _ -> "comma-separated engines to use: espeak-ng, festival, flite (default: all; missing ones are skipped)."
             | Workers _ -> "utterances synthesised at once (default: the number of cores); the output is the same for any count."
             | Format _ -> "wav (16-bit, default) or mp3 (needs ffmpeg with libmp3lame)."
+            | Bitrate _ -> "the MP3 bit rate in kbit/s (default 64; 8 to 320)."
             | Quiet -> "no progress lines on stderr."
 
 type CorpusArgs =
@@ -54,12 +56,16 @@ let private runSynth (args: ParseResults<SynthArgs>) : int =
             |> Array.distinct
             |> List.ofArray
     Args.require "--engines" (not engines.IsEmpty) "names no engine"
+    let kbps = args.GetResult(Bitrate, defaultValue = 64)
+    Args.require "--bitrate" (kbps >= 8 && kbps <= 320) $"must be 8 to 320 kbit/s, but is {kbps}"
+    if args.Contains Bitrate && args.GetResult(Format, defaultValue = "wav").Trim().ToLowerInvariant() <> "mp3" then
+        invalidArg "--bitrate" "--bitrate applies to --format mp3 only"
     let format =
         match args.GetResult(Format, defaultValue = "wav").Trim().ToLowerInvariant() with
         | "wav" -> Wav
         | "mp3" ->
             match Audio.findFfmpeg () with
-            | Some ffmpeg -> Mp3 ffmpeg
+            | Some ffmpeg -> Mp3(ffmpeg, kbps)
             | None -> invalidArg "--format" "--format mp3 needs ffmpeg (with libmp3lame) on PATH; install it or use --format wav"
         | other -> invalidArg "--format" $"--format must be wav or mp3, but is '{other}'"
     let quiet = args.Contains Quiet

@@ -13,8 +13,8 @@ open MagnetWhisper.Core.Data
 type SynthAudioFormat =
     /// 16-bit PCM WAV, written in-process.
     | Wav
-    /// MP3 encoded by the ffmpeg at this path (libmp3lame, 64 kbit/s); decoded in-process when read.
-    | Mp3 of ffmpeg: string
+    /// MP3 encoded by the ffmpeg at this path (libmp3lame, constant bit rate in kbit/s); decoded in-process when read.
+    | Mp3 of ffmpeg: string * kbps: int
 
 /// What `magnet corpus synth` makes.
 type SynthesisOptions =
@@ -129,14 +129,14 @@ module SynthCorpus =
         | Wav ->
             AtomicWrite.file path (fun s -> WavWriter.writeMono16 s LogMel.SampleRate samples)
             float samples.Length / float LogMel.SampleRate
-        | Mp3 ffmpeg ->
+        | Mp3(ffmpeg, kbps) ->
             let work = Path.Combine(Path.GetTempPath(), $"magnet-synth-mp3-{Guid.NewGuid():N}")
             Directory.CreateDirectory work |> ignore
             try
                 let wav = Path.Combine(work, "in.wav")
                 let mp3 = Path.Combine(work, "out.mp3")
                 using (File.Create wav) (fun s -> WavWriter.writeMono16 s LogMel.SampleRate samples)
-                Engines.run ffmpeg [ "-hide_banner"; "-loglevel"; "error"; "-nostdin"; "-i"; wav; "-c:a"; "libmp3lame"; "-b:a"; "64k"; "-y"; mp3 ]
+                Engines.run ffmpeg [ "-hide_banner"; "-loglevel"; "error"; "-nostdin"; "-i"; wav; "-c:a"; "libmp3lame"; "-b:a"; $"{kbps}k"; "-y"; mp3 ]
                 let bytes = File.ReadAllBytes mp3
                 AtomicWrite.file path (fun s -> s.Write(bytes, 0, bytes.Length))
                 // The encoder pads the start and end: the duration is what the in-process decoder gives back.

@@ -19,7 +19,8 @@ type LossSums =
       /// for stock Whisper.
       BoundaryLoss: Tensor
       /// The auxiliary CTC loss and its weight w, when on: () Σ over the micro-batch's utterances of their CTC losses,
-      /// differentiable. The step's loss becomes (1 − w)·CE + w·CTC + boundary, CTC normalised by utterances.
+      /// differentiable. The step's loss becomes (1 − w)·CE + w·CTC + boundary, CTC per character
+      /// and normalised by utterances.
       Ctc: (float * Tensor) option }
 
 /// The sizes a micro-batch adds to the normalisers of its accumulated batch.
@@ -229,7 +230,8 @@ module LossSums =
 
     /// magnetObserved plus the auxiliary CTC loss with weight w on the same forward: the model's CTC head on the final
     /// encoder states (valid lengths from the encoder's mask, i.e. after the convolution stride and any predictor)
-    /// against `targets` (one character-class array per row, CtcAlphabet.encode). w = 0 is exactly magnetObserved.
+    /// against `targets` (one character-class array per row, CtcAlphabet.encode), each utterance's CTC loss divided by
+    /// its number of characters (at least 1). w = 0 is exactly magnetObserved.
     let magnetCtc (observe: ForwardResult -> unit) (model: MagnetWhisperModel) (input: ForwardInput) (w: float) (targets: int[][]) : LossSums =
         if not (w >= 0.0 && w <= 1.0) then invalidArg (nameof w) $"the CTC weight must be in [0, 1], got {w}"
         if w = 0.0 then magnetObserved observe model input
@@ -248,7 +250,12 @@ module LossSums =
             let lengths =
                 use valid = result.Encoder.Mask.ne((0).ToScalar()).sum(1L).cpu()
                 [| for i in 0L .. valid.shape.[0] - 1L -> valid.[i].item<int64>() |]
-            let ctc = (Ctc.perUtterance logits lengths targets).sum()
+            // Per character, as PyTorch's "mean" reduction: an utterance's CTC sum grows with its length, and unnormalised
+            // it outweighs the token-mean cross-entropy tens of times, so gradient clipping would starve the decoder.
+            let losses = Ctc.perUtterance logits lengths targets
+            use perCharacter =
+                torch.tensor(targets |> Array.map (fun t -> 1.0 / float (max 1 t.Length)), dtype = losses.dtype, device = losses.device)
+            let ctc = (losses * perCharacter).sum()
             { TokenCrossEntropy = ce; BoundaryLoss = boundary; Ctc = Some(w, ctc) }
 
     /// MagnetWhisper's forward (`MagnetWhisperModel.Forward`): Σ token cross-entropy of its logits and Σ of each

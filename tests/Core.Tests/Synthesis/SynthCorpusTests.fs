@@ -122,7 +122,7 @@ let tests =
             let ffmpeg = requireTool "ffmpeg"
             let ffprobe = requireTool "ffprobe"
             use dir = new TempDir()
-            let report = synth { small [ EspeakNg ] 4 with Format = Mp3 ffmpeg } (dir.File "corpus")
+            let report = synth { small [ EspeakNg ] 4 with Format = Mp3(ffmpeg, 64) } (dir.File "corpus")
             let corpus = readBack report.Manifest
             Expect.equal corpus.Utterances.Length 4 "four utterances"
             for u in corpus.Utterances do

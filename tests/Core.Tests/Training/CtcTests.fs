@@ -92,6 +92,18 @@ let tests =
                 Expect.isGreaterThan ctc4 0.0 "a CTC loss"
                 Expect.floatClose { absolute = 1e-5; relative = 1e-5 } l4 (0.6 * ce4 + 0.4 * ctc4 + b4) "(1 − w)·CE + w·CTC + boundary"
                 Expect.floatClose { absolute = 1e-5; relative = 1e-5 } ctc1 ctc4 "the CTC value does not depend on w"
+                // The value is each utterance's CTC loss per character (an empty target counts as one), averaged.
+                let perCharacter =
+                    use m = model 11L MagnetFixtures.config
+                    torch.manual_seed 1L |> ignore
+                    m.AttachCtcHead CtcAlphabet.classes
+                    use g = Boundaries.generator 1L torch.CPU
+                    use result = m.Forward(replayInput g data)
+                    use logits = m.CtcHead.Value.forward result.Encoder.Hidden
+                    let lengths = Tensors.toFloatArray (result.Encoder.Mask.ne((0).ToScalar()).sum(1L).to_type(torch.float64)) |> Array.map int64
+                    let losses = Tensors.toFloatArray (Ctc.perUtterance logits lengths targets)
+                    Array.map2 (fun (l: float) (t: int[]) -> l / float (max 1 t.Length)) losses targets |> Array.average
+                Expect.floatClose { absolute = 1e-5; relative = 1e-5 } ctc4 perCharacter "per character, utterance mean"
                 let grad name = g1 |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd |> Option.defaultValue 0.0
                 Expect.isGreaterThan (grad "ctc_head.weight") 0.0 "the head"
                 Expect.isGreaterThan (grad "model.encoder.conv1.weight") 0.0 "the encoder's stem"
