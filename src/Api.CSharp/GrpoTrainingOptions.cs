@@ -70,6 +70,12 @@ namespace MagnetWhisper
         /// <summary>λ: the reward loses λ × the sample's kept fraction (<c>kept_fraction_weight</c>, default 0).</summary>
         public double? KeptFractionWeight { get; init; }
 
+        /// <summary>
+        /// μ: the reward loses μ × the WER of a greedy decode of the sample's own pooled encoder output against its
+        /// transcript (<c>wer_reward_weight</c>, at least 0, default 0 = off; slower: one decode per sample).
+        /// </summary>
+        public double? WerRewardWeight { get; init; }
+
         /// <summary>w: the reward loses w × the utterance's own boundary loss (<c>boundary_loss_weight</c>, default 1).</summary>
         public double? BoundaryLossWeight { get; init; }
 
@@ -122,6 +128,7 @@ namespace MagnetWhisper
                 ("kl_coef", KlCoefficient is { } kl ? Number(kl) : null),
                 ("entropy_coef", EntropyCoefficient is { } ent ? Number(ent) : null),
                 ("kept_fraction_weight", KeptFractionWeight is { } lambda ? Number(lambda) : null),
+                ("wer_reward_weight", WerRewardWeight is { } mu ? Number(mu) : null),
                 ("boundary_loss_weight", BoundaryLossWeight is { } w ? Number(w) : null),
                 ("advantage_normalization", AdvantageNormalization is { } n ? Text(n.ToString().ToLowerInvariant()) : null),
                 ("log_every", LogEvery?.ToString(CultureInfo.InvariantCulture)),

@@ -485,29 +485,45 @@ module Search =
         | Some g -> orConfig g.BeginSuppressTokens c.BeginSuppressTokens, orConfig g.SuppressTokens c.SuppressTokens, orConfig g.EosTokenIds [| c.EosTokenId |]
         | None -> c.BeginSuppressTokens, c.SuppressTokens, [| c.EosTokenId |]
 
-    /// Greedy decoding with the checkpoint's own special tokens, for any vocabulary (no tokenizer needed, e.g. a test
-    /// vocabulary): after the prompt, the checkpoint's begin-suppress tokens are forbidden at the first step and its
-    /// suppress tokens at every step (SPEC §9.1 `manual_generate`, §6.8), argmax until every row has emitted an
-    /// end-of-text token. Returns each row's tokens of mel (B, n_mels, 3000) with frame mask (B, 3000) after the
-    /// prompt, up to (not including) the end-of-text, at most maxNewTokens (and within max_target_positions).
-    /// The same loop as decodeWindow's greedy search; the caller's dispose scope receives nothing.
-    let greedyTokens (model: ISpeechModel) (mel: Tensor) (frameMask: Tensor option) (prompt: int[]) (maxNewTokens: int) : int[][] =
+    /// The decode steps greedy decoding may take after a prompt (at most maxNewTokens, within max_target_positions);
+    /// fails on an empty prompt, a non-positive maxNewTokens or a prompt that leaves no room.
+    let private greedySteps (model: ISpeechModel) (prompt: int[]) (maxNewTokens: int) : int =
         if prompt.Length = 0 then invalidArg "prompt" "the prompt needs at least the decoder start token"
         if maxNewTokens < 1 then invalidArg "maxNewTokens" $"at least one new token must be allowed, got {maxNewTokens}"
         let steps = min maxNewTokens (model.Config.MaxTargetPositions - prompt.Length)
         if steps < 1 then invalidArg "prompt" $"a prompt of {prompt.Length} tokens leaves no room to sample (max_target_positions {model.Config.MaxTargetPositions})"
+        steps
+
+    /// Greedy decoding of an already computed encoder output (B rows of hidden states and their mask, on the model's
+    /// device), with the checkpoint's own special tokens, for any vocabulary (no tokenizer needed, e.g. a test
+    /// vocabulary): after the prompt, the checkpoint's begin-suppress tokens are forbidden at the first step and its
+    /// suppress tokens at every step (SPEC §9.1 `manual_generate`, §6.8), argmax until every row has emitted an
+    /// end-of-text token. Returns each row's tokens after the prompt, up to (not including) the end-of-text, at most
+    /// maxNewTokens (and within max_target_positions). Rows are independent. The same loop as decodeWindow's greedy
+    /// search; runs in inference mode (no gradients reach the audio); the caller's dispose scope receives nothing.
+    let greedyTokensFrom (model: ISpeechModel) (audio: EncodedAudio) (prompt: int[]) (maxNewTokens: int) : int[][] =
+        let steps = greedySteps model prompt maxNewTokens
         use _ = torch.NewDisposeScope()
         use _ = torch.inference_mode()
         let first, every, ends = checkpointTokens model
         // A checkpoint may list ids beyond a small (test) vocabulary: they cannot be sampled anyway.
         let inVocabulary = Array.filter (fun i -> i >= 0 && i < model.Config.VocabSize)
-        let audio = model.Encode(mel, frameMask)
-        let n = int mel.shape.[0]
+        let n = int audio.Hidden.shape.[0]
         let filters = [ Filters.suppressAtStart (inVocabulary first); Filters.suppressTokens (inVocabulary every) ]
         let candidates, _ =
             decodeGroup model { Ends = ends; NoSpeech = None } DecodingOptions.defaults filters audio (Array.create n prompt)
                 (Array.zeroCreate n) (Array.zeroCreate n) steps CancellationToken.None
         candidates |> Array.map (fun c -> (List.head c).Sampled)
+
+    /// Greedy decoding of log-mel (B, n_mels, 3000) with frame mask (B, 3000): the model's encoder, then
+    /// greedyTokensFrom (the checkpoint's own special tokens; each row's tokens after the prompt, without the
+    /// end-of-text, at most maxNewTokens). The caller's dispose scope receives nothing.
+    let greedyTokens (model: ISpeechModel) (mel: Tensor) (frameMask: Tensor option) (prompt: int[]) (maxNewTokens: int) : int[][] =
+        greedySteps model prompt maxNewTokens |> ignore
+        use _ = torch.NewDisposeScope()
+        use _ = torch.inference_mode()
+        let audio = model.Encode(mel, frameMask)
+        greedyTokensFrom model audio prompt maxNewTokens
 
     /// Transcribes the first 30 s of an audio file with greedyTokens and the checkpoint prompt, returning the text
     /// without special tokens (a released Whisper vocabulary is needed to write it).

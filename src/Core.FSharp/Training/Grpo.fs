@@ -56,6 +56,10 @@ module GrpoMetricKeys =
     [<Literal>]
     let EpochsApplied = "train/grpo_epochs_applied"
 
+    /// Mean over the samples of each sample's WER in percent (logged when `wer_reward_weight` > 0).
+    [<Literal>]
+    let Wer = "train/grpo_wer"
+
 /// What the progress callback sees after each GRPO step.
 type GrpoProgress =
     { Step: int
@@ -121,6 +125,26 @@ module Grpo =
             { Seed = common.Seed; Shuffle = true; Size = Utterances common.BatchSize; BucketWindow = Some(50 * common.BatchSize) }
         let loader =
             BatchLoader(collate, batching, { Workers = common.Workers; Ahead = 4 * common.BatchSize; Ffmpeg = options.Ffmpeg; Device = device }, session.Train.Utterances)
+        // The WER reward scores each sample against its utterance's transcript (ids are unique within a corpus).
+        let transcripts =
+            lazy
+                (let byId = Collections.Generic.Dictionary<string, string>()
+                 for u in session.Train.Utterances do
+                     match byId.TryGetValue u.Id with
+                     | true, t when t <> u.Transcript ->
+                         raise (InvalidDataException $"key 'data': utterance id '{u.Id}' occurs twice with different transcripts, so the WER reward (wer_reward_weight) cannot tell its reference")
+                     | _ -> byId.[u.Id] <- u.Transcript
+                 byId)
+        let werInput (batch: CollatedBatch) : WerRewardInput option =
+            if settings.WerRewardWeight = 0.0 then None
+            else
+                // Twice the batch's longest label sequence: a hypothesis as long as its reference is never cut, and a
+                // policy whose decodes run on costs a bounded number of steps.
+                Some
+                    { References = [| for _ in 1 .. k do for id in batch.Ids -> transcripts.Value.[id] |]
+                      Prompt = collate.Prompt
+                      MaxNewTokens = 2 * int batch.Labels.shape.[1]
+                      TextOf = fun ids -> collate.Tokenizer.Decode(ids, SkipAll) }
         // The policy is the predictors: their peak rate is the one logged.
         let policyLearningRate = defaultArg common.PredictorLearningRate common.LearningRate
         let schedule = LearningRate.validate (LearningRateSchedule.WithWarmupRatio(common.MaxSteps, common.WarmupRatio, common.Decay))
@@ -139,13 +163,14 @@ module Grpo =
                         TokenMask = Some(tile batch.TokenMask) }
                 let encoderInput = tiled.EncoderInput
                 let referenceOf = reference |> Option.map (fun r -> referenceLogProb r encoderInput)
-                use rollout = GrpoStep.sample model settings tiled referenceOf
+                use rollout = GrpoStep.sample model settings tiled (werInput batch) referenceOf
                 let report = GrpoStep.update optimizer settings multiplier rollout (GrpoStep.replayEncoder model encoderInput)
                 let mean (t: torch.Tensor) = TrainingStep.value (t.to_type(torch.float64).mean())
-                report, (mean rollout.CrossEntropy, mean rollout.BoundaryLoss, mean rollout.KeptFraction, rollout.LayerKeptFractions)
+                report, (mean rollout.CrossEntropy, mean rollout.BoundaryLoss, mean rollout.KeptFraction, rollout.LayerKeptFractions,
+                         rollout.WordErrorRate |> Option.map mean)
             session.Advance loaded.Next
             let step = session.Step
-            let ce, boundary, kept, layers = rolloutStats
+            let ce, boundary, kept, layers, wer = rolloutStats
             if session.IsLogStep then
                 session.Log(
                          [ MetricKeys.TrainGrpoRewardMean, report.RewardMean
@@ -166,7 +191,8 @@ module Grpo =
                            GrpoMetricKeys.KeptFraction, kept
                            GrpoMetricKeys.EpochsApplied, float report.EpochsApplied
                            "train/skipped_update", (if report.Skipped.IsSome then 1.0 else 0.0) ]
-                         @ [ for layer, f in layers -> $"{GrpoMetricKeys.KeptFractionLayerPrefix}{layer}", f ])
+                         @ [ for layer, f in layers -> $"{GrpoMetricKeys.KeptFractionLayerPrefix}{layer}", f ]
+                         @ [ for w in Option.toList wer -> GrpoMetricKeys.Wer, 100.0 * w ])
             events.Progress
                 { Step = step; FirstStep = session.FirstStep; MaxSteps = common.MaxSteps; RewardMean = report.RewardMean; KeptFraction = kept
                   ElapsedSeconds = clock.Elapsed.TotalSeconds }

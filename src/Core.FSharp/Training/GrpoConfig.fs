@@ -27,6 +27,9 @@ type GrpoConfig =
       EntropyCoefficient: float
       /// λ, weight of the kept fraction in the reward (`kept_fraction_weight`).
       KeptFractionWeight: float
+      /// μ, weight of the sample's WER (greedy decode of its own pooled encoder output) in the reward; 0 = off
+      /// (`wer_reward_weight`).
+      WerRewardWeight: float
       /// w, weight of each utterance's own boundary loss in the reward (`boundary_loss_weight`).
       BoundaryLossWeight: float
       /// group, global (the original) or none (`advantage_normalization`).
@@ -40,6 +43,7 @@ type GrpoConfig =
           Objective = { ClipEpsilon = c.ClipEpsilon; KlCoefficient = c.KlCoefficient; EntropyCoefficient = c.EntropyCoefficient }
           BoundaryLossWeight = c.BoundaryLossWeight
           KeptFractionWeight = c.KeptFractionWeight
+          WerRewardWeight = c.WerRewardWeight
           MaxGradientNorm = c.Common.MaxGradientNorm }
 
 /// Reading, overriding and writing GRPO configurations.
@@ -65,6 +69,7 @@ module GrpoConfig =
           KlCoefficient = s.Objective.KlCoefficient
           EntropyCoefficient = s.Objective.EntropyCoefficient
           KeptFractionWeight = s.KeptFractionWeight
+          WerRewardWeight = s.WerRewardWeight
           BoundaryLossWeight = s.BoundaryLossWeight
           Normalisation = s.Normalisation }
 
@@ -103,6 +108,9 @@ module GrpoConfig =
           (fun w c -> w.WriteNumber("entropy_coef", c.EntropyCoefficient))
           "kept_fraction_weight", (fun at v c -> { c with KeptFractionWeight = num at "kept_fraction_weight" finite "a finite number" v }),
           (fun w c -> w.WriteNumber("kept_fraction_weight", c.KeptFractionWeight))
+          "wer_reward_weight",
+          (fun at v c -> { c with WerRewardWeight = num at "wer_reward_weight" (fun x -> x >= 0.0 && finite x) "a number of at least 0" v }),
+          (fun w c -> w.WriteNumber("wer_reward_weight", c.WerRewardWeight))
           "boundary_loss_weight", (fun at v c -> { c with BoundaryLossWeight = num at "boundary_loss_weight" finite "a finite number" v }),
           (fun w c -> w.WriteNumber("boundary_loss_weight", c.BoundaryLossWeight))
           "advantage_normalization",

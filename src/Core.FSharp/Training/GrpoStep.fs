@@ -3,6 +3,7 @@ namespace MagnetWhisper.Core.Training
 // One GRPO update (DECISIONS #4, issue 10). A rollout: the batch is tiled K times (K-major, independent draws from the
 // sampling generator) and run once in RL mode, the sampled boundaries being the ones pooled, so each sample's reward
 //   r = −(token-mean CE over the utterance's real tokens) − w · (its own boundary loss) − λ · (its kept fraction)
+//       [− μ_wer · (WER of a greedy decode from its own pooled encoder output), when on: GrpoWerReward]
 // depends on its actions; the actions and their log-probabilities are recorded. The update: group advantages, then
 // μ inner epochs, each replaying the recorded actions under the current weights (PredictorMode.Replay) for the PPO
 // ratio, optionally the KL penalty to the reference policy and the entropy bonus, one clipped AdamW step per epoch.
@@ -11,6 +12,7 @@ namespace MagnetWhisper.Core.Training
 open System
 open TorchSharp
 open MagnetWhisper.Core.Tensors
+open MagnetWhisper.Core.Decoding
 open MagnetWhisper.Core.Magnet
 
 /// The algorithm's settings.
@@ -27,11 +29,14 @@ type GrpoSettings =
       BoundaryLossWeight: float
       /// λ: weight of the kept fraction in the reward (0 = none; > 0 rewards compression directly).
       KeptFractionWeight: float
+      /// Weight of the sample's WER (a greedy decode of its own pooled encoder output) in the reward; 0 = off (no
+      /// decode), > 0 rewards recognition directly.
+      WerRewardWeight: float
       /// Global gradient-norm clip over the trained parameters; None = none.
       MaxGradientNorm: float option }
 
     /// The project's defaults: K = 4, μ = 2, group normalisation, ε = 0.2, no KL, no entropy bonus, w = 1, λ = 0,
-    /// clip norm 1.
+    /// no WER reward, clip norm 1.
     static member Default: GrpoSettings =
         { GroupSize = 4
           InnerEpochs = 2
@@ -39,6 +44,7 @@ type GrpoSettings =
           Objective = { ClipEpsilon = Some 0.2; KlCoefficient = 0.0; EntropyCoefficient = 0.0 }
           BoundaryLossWeight = 1.0
           KeptFractionWeight = 0.0
+          WerRewardWeight = 0.0
           MaxGradientNorm = Some 1.0 }
 
     /// The original's effective algorithm (SPEC §8.2): K = 4, one on-policy step (μ = 1), group mean then global
@@ -60,6 +66,8 @@ type GrpoSettings =
         if not (Double.IsFinite s.Objective.EntropyCoefficient) then invalidArg "settings" "EntropyCoefficient must be finite"
         if not (Double.IsFinite s.BoundaryLossWeight) then invalidArg "settings" "BoundaryLossWeight must be finite"
         if not (Double.IsFinite s.KeptFractionWeight) then invalidArg "settings" "KeptFractionWeight must be finite"
+        if not (s.WerRewardWeight >= 0.0 && Double.IsFinite s.WerRewardWeight) then
+            invalidArg "settings" $"WerRewardWeight must be finite and at least 0, but is {s.WerRewardWeight}"
         match s.MaxGradientNorm with
         | Some m when not (m > 0.0) -> invalidArg "settings" $"MaxGradientNorm must be positive, but is {m}"
         | _ -> ()
@@ -81,6 +89,8 @@ type Rollout =
       BoundaryLoss: Tensor
       /// (K·B) each sample's kept fraction: its final segment count over its valid encoder positions.
       KeptFraction: Tensor
+      /// (K·B) float64 each sample's word error rate (a fraction) when the reward had the WER term; None otherwise.
+      WordErrorRate: Tensor option
       /// (layer, Σ boundaries / Σ valid positions) of each predictor over the rollout.
       LayerKeptFractions: (int * float) list }
 
@@ -92,7 +102,8 @@ type Rollout =
           yield r.Rewards
           yield r.CrossEntropy
           yield r.BoundaryLoss
-          yield r.KeptFraction ]
+          yield r.KeptFraction
+          yield! Option.toList r.WordErrorRate ]
 
     interface IDisposable with
         member r.Dispose() =
@@ -183,16 +194,34 @@ module GrpoStep =
           CrossEntropy = detach crossEntropy
           BoundaryLoss = detach boundaryLoss
           KeptFraction = keptFraction enc
+          WordErrorRate = None
           LayerKeptFractions = enc.Compression }
 
     /// A rollout of a MagnetWhisper on an input tiled K times (Mode = Sample generator): one RL-mode forward without
-    /// gradients with w = settings.BoundaryLossWeight, rewards −LossPerUtterance − λ · kept fraction.
-    let sample (model: MagnetWhisperModel) (settings: GrpoSettings) (tiled: ForwardInput) (reference: (Map<int, Tensor> -> Tensor) option) : Rollout =
+    /// gradients with w = settings.BoundaryLossWeight, rewards −LossPerUtterance − λ · kept fraction; with
+    /// settings.WerRewardWeight μ > 0 also − μ · WER, each sample greedily decoded from that forward's own encoder
+    /// output (its sampled boundaries) and scored against its reference in `wer` (required then, ignored at μ = 0).
+    let sample (model: MagnetWhisperModel) (settings: GrpoSettings) (tiled: ForwardInput) (wer: WerRewardInput option) (reference: (Map<int, Tensor> -> Tensor) option) : Rollout =
+        let werInput =
+            match wer with
+            | Some w when settings.WerRewardWeight > 0.0 -> Some w
+            | None when settings.WerRewardWeight > 0.0 ->
+                invalidArg "wer" $"the WER reward (weight {settings.WerRewardWeight}) needs the samples' references and decoding prompt"
+            | _ -> None
         use _ = torch.no_grad ()
         use result = model.Forward { tiled with Rl = true; RlBoundaryLossWeight = settings.BoundaryLossWeight; TargetMatrix = None }
         use kept = keptFraction result.Encoder
         use rewards = -(result.LossPerUtterance.to_type(torch.float64)) - kept * settings.KeptFractionWeight
-        rollout result.Encoder rewards result.CrossEntropyPerUtterance result.Encoder.BoundaryLossPerUtterance reference
+        match werInput with
+        | None -> rollout result.Encoder rewards result.CrossEntropyPerUtterance result.Encoder.BoundaryLossPerUtterance reference
+        | Some w ->
+            // The decoder reads the pooled states through the cross-attention mask exactly as in the forward.
+            let audio: EncodedAudio = { Hidden = result.Encoder.Hidden; Mask = Some result.Encoder.Mask }
+            let rates = GrpoWerReward.rates (model :> ISpeechModel) audio w
+            let wordErrorRate = torch.tensor(rates, dtype = torch.float64, device = rewards.device)
+            use withWer = rewards - wordErrorRate * settings.WerRewardWeight
+            let r = rollout result.Encoder withWer result.CrossEntropyPerUtterance result.Encoder.BoundaryLossPerUtterance reference
+            { r with WordErrorRate = Some wordErrorRate }
 
     /// The encoder's replay of recorded actions under the current weights (RL mode, every predictor layer
     /// replayed): log-probabilities and entropies, differentiable. input gives features, frame mask and schedules.

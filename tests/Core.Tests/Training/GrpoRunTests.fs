@@ -1,7 +1,7 @@
 /// The GRPO loop on a tiny random MagnetWhisper and a folder corpus of sine tones (sox) with short transcripts: a run
 /// stopped at step 2 and resumed to 4 equals an uninterrupted 4-step run (metrics and parameters, bit for bit, with
-/// the KL reference and two inner epochs); metrics carry the GRPO keys; only the predictors change; dev evaluation
-/// keeps best/; configuration errors name the key.
+/// the KL reference and two inner epochs; and with the WER reward); metrics carry the GRPO keys; only the predictors
+/// change; dev evaluation keeps best/; configuration errors name the key.
 module MagnetWhisper.Tests.Training.GrpoRunTests
 
 open System
@@ -68,6 +68,7 @@ let tests =
                   GrpoMetricKeys.ClipFraction; GrpoMetricKeys.ApproxKl; GrpoMetricKeys.KlToReference; GrpoMetricKeys.Entropy
                   GrpoMetricKeys.KeptFraction; GrpoMetricKeys.KeptFractionLayerPrefix + "1" ] do
                 Expect.contains keys key $"metrics.jsonl has {key}"
+            Expect.isFalse (List.contains GrpoMetricKeys.Wer keys) "no train/grpo_wer while the WER reward is off"
             let values key = expected |> List.filter (fun (_, k, _) -> k = key) |> List.map (fun (_, _, v) -> v)
             Expect.isGreaterThan (List.distinct (values MetricKeys.TrainGrpoRewardMean)).Length 1 "rewards change"
             Expect.isTrue (values GrpoMetricKeys.KlToReference |> List.exists (fun v -> v > 0.0)) "the policy leaves its reference"
@@ -85,6 +86,27 @@ let tests =
             let other = run { c with Common = { c.Common with Seed = 4L } } (temp.Sub "other") false options CancellationToken.None
             Expect.equal other.Step 4 "other seed ran"
             Expect.notEqual (trainMetrics (temp.Sub "other")) expected "another seed, other metrics"
+        }
+
+        test "with the WER reward on, a run stopped at step 2 and resumed to 4 is bit-identical and logs train/grpo_wer" {
+            use temp = new MagnetFixtures.Temp()
+            let c = { setup temp with WerRewardWeight = 0.5; KlCoefficient = 0.0 }
+            run c (temp.Sub "whole") false options CancellationToken.None |> ignore
+            let parted = temp.Sub "parted"
+            let first = run c parted false { options with StopAtStep = Some 2 } CancellationToken.None
+            Expect.equal (first.Outcome, first.Step) (Interrupted, 2) "stopped at step 2"
+            let second = run GrpoConfig.Default parted true options CancellationToken.None
+            Expect.equal (second.Outcome, second.Step) (Completed, 4) "resumed to 4"
+            let expected = trainMetrics (temp.Sub "whole")
+            let wer = expected |> List.filter (fun (_, k, _) -> k = GrpoMetricKeys.Wer)
+            Expect.equal (wer |> List.map (fun (s, _, _) -> s)) [ 1L; 2L; 3L; 4L ] "train/grpo_wer at every step"
+            for _, _, v in wer do
+                Expect.isTrue (v >= 0.0 && Double.IsFinite v) $"a WER in percent ({v})"
+            Expect.sequenceEqual (trainMetrics parted) expected "metrics.jsonl bit-identical"
+            let a = state (Path.Combine(temp.Sub "whole", "final"))
+            let b = state (Path.Combine(parted, "final"))
+            Expect.isEmpty (TrainingFixtures.changed a b) "final parameters bit-identical"
+            Expect.isNonEmpty (TrainingFixtures.changed (state (temp.Sub "model")) a) "the predictor trained"
         }
 
         test "dev evaluation logs eval/wer and keeps best/; config.json holds the resolved GRPO configuration" {

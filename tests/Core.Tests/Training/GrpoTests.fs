@@ -151,7 +151,7 @@ let tests =
             let rollout =
                 { Actions = Map [ 0, actions ]; OldLogProb = (bernoulliLogProb theta0 actions).detach(); ReferenceLogProb = None
                   Rewards = torch.tensor(rewards, dtype = torch.float64); CrossEntropy = torch.zeros(int64 n)
-                  BoundaryLoss = torch.zeros(int64 n); KeptFraction = torch.zeros(int64 n); LayerKeptFractions = [] }
+                  BoundaryLoss = torch.zeros(int64 n); KeptFraction = torch.zeros(int64 n); WordErrorRate = None; LayerKeptFractions = [] }
             let evaluate (a: Map<int, Tensor>) = { LogProb = bernoulliLogProb theta a.[0]; Entropy = torch.zeros(int64 n, dtype = torch.float64) }
             use advantages = GrpoAdvantages.compute settings.Normalisation k rollout.Rewards
             let terms = GrpoObjective.terms settings.Objective (evaluate rollout.Actions).LogProb rollout.OldLogProb advantages.Advantages None (torch.zeros(int64 n, dtype = torch.float64))

@@ -1,6 +1,7 @@
 /// docs/TRAINING.md documents every configuration key (a table row per TrainConfig.keyNames entry, with its default
-/// as config.json writes it), and every example configuration under docs/examples reads through TrainConfig.read and
-/// resolves to a starting point of the kind its name says.
+/// as config.json writes it), docs/GRPO.md every GRPO key (GrpoConfig.keyNames) likewise, and every example
+/// configuration under docs/examples reads through TrainConfig.read and resolves to a starting point of the kind its
+/// name says.
 module MagnetWhisper.Tests.Training.TrainingDocsTests
 
 open System.IO
@@ -36,6 +37,23 @@ let tests =
                     | JsonValueKind.Number, JsonValueKind.Number ->
                         Expect.equal (written.RootElement.GetDouble()) (value.GetDouble()) $"the default of '{key}'"
                     | _ -> Expect.equal (written.RootElement.GetRawText()) (value.GetRawText()) $"the default of '{key}'"
+        }
+
+        test "every GRPO key has a row in docs/GRPO.md's table of GRPO's own keys with its default" {
+            let text = File.ReadAllText(Path.Combine(PythonReference.repoRoot.Value, "docs", "GRPO.md"))
+            let start = text.IndexOf "GRPO's own keys:"
+            Expect.isGreaterThan start 0 "docs/GRPO.md has the table of GRPO's own keys"
+            let table = text.Substring(start, text.IndexOf("\n\n", text.IndexOf("| key |", start)) - start)
+            let documented = rows table
+            Expect.equal (documented |> List.map fst) GrpoConfig.keyNames "a row per GRPO key, in config.json's order"
+            use defaults = JsonDocument.Parse(GrpoConfig.toJson GrpoConfig.Default)
+            for key, cell in documented do
+                let value = defaults.RootElement.GetProperty(key)
+                use written = JsonDocument.Parse(cell.Trim('`'))
+                match written.RootElement.ValueKind, value.ValueKind with
+                | JsonValueKind.Number, JsonValueKind.Number ->
+                    Expect.equal (written.RootElement.GetDouble()) (value.GetDouble()) $"the default of '{key}'"
+                | _ -> Expect.equal (written.RootElement.GetRawText()) (value.GetRawText()) $"the default of '{key}'"
         }
 
         test "the example configurations read and resolve" {
