@@ -58,7 +58,7 @@ public class GrpoTrainerTests : IClassFixture<TinyCheckpoint>
             var options = new GrpoTrainingOptions
             {
                 Model = Path.Combine(dir, "magnet"), Data = Path.Combine(dir, "corpus"), MaxSteps = 2, BatchSize = 2, GroupSize = 2,
-                LogEvery = 1, Workers = 1, Device = "cpu", StopAtStep = 1,
+                LogEvery = 1, Workers = 1, Device = "cpu", StopAtStep = 1, WerRewardWeight = 0.25,
                 Settings = new Dictionary<string, string> { ["kept_fraction_weight"] = "0.5" },
             };
             var run = Path.Combine(dir, "run");
@@ -75,7 +75,9 @@ public class GrpoTrainerTests : IClassFixture<TinyCheckpoint>
             var lines = File.ReadAllLines(Path.Combine(run, "metrics.jsonl"));
             Assert.Equal(2, lines.Length);
             Assert.All(lines, l => Assert.Contains("\"train/grpo_reward_mean\"", l));
+            Assert.All(lines, l => Assert.Contains("\"train/grpo_wer\"", l));
             Assert.Contains("\"kept_fraction_weight\": 0.5", File.ReadAllText(Path.Combine(run, "config.json")));
+            Assert.Contains("\"wer_reward_weight\": 0.25", File.ReadAllText(Path.Combine(run, "config.json")));
         }
         finally
         {
