@@ -122,7 +122,7 @@ let tests =
         test "demo pretrain: corpus, training stopped at step 2, --resume to step 4, a float16 base model without CTC head and its provenance" {
             requireSpeechEngine ()
             let dir = tempDir "pretrain"
-            let first = magnetIn dir ([ "demo"; "pretrain"; "-o"; "run"; "--utterances"; "20"; "--steps"; "4"; "--seed"; "5"; "--stop-at-step"; "2" ] @ tinyRecipe)
+            let first = magnetIn dir ([ "demo"; "pretrain"; "-o"; "run"; "--utterances"; "10"; "--steps"; "4"; "--seed"; "5"; "--stop-at-step"; "2" ] @ tinyRecipe)
             Expect.equal first.Code 0 (string first)
             Expect.stringContains first.Out "resume with: magnet demo pretrain -o run --resume" (string first)
             let run = Path.Combine(dir, "run")
@@ -171,6 +171,19 @@ let tests =
             let sha = Convert.ToHexString(Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(baseModel, "model.safetensors")))).ToLowerInvariant()
             Expect.stringContains provenance sha "the weights' SHA-256"
             Expect.stringContains second.Out "base model" (string second)
+            // The trained run exported on its own (as for a run `magnet train` made): the same tensors, the same
+            // provenance but for the training's wall time, read from the run folder's file times.
+            let again = magnetIn dir [ "demo"; "pretrain"; "-o"; "exported"; "--from-run"; Path.Combine("run", "train") ]
+            Expect.equal again.Code 0 (string again)
+            let reexported = stored (Path.Combine(dir, "exported", "base-model"))
+            Expect.equal (Set(Map.keys reexported)) (Set(Map.keys exported)) "the same tensors"
+            for KeyValue(name, (_, tensor)) in exported do
+                Expect.isTrue (same tensor (snd reexported.[name])) $"{name}: the same values"
+            let fromRun = File.ReadAllText(Path.Combine(dir, "exported", "base-model", "PROVENANCE.md"))
+            Expect.stringContains fromRun "- steps: 4 of 4" "the steps, from the run's metrics"
+            Expect.stringContains fromRun "- seed: 5" "the seed, from the run's configuration"
+            Expect.stringContains fromRun "file times" "says how the training time was measured"
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "exported", "train"))) "nothing trained"
         }
 
         test "demo pretrain: bad flags and folders exit 2 naming them, leaving nothing behind" {
