@@ -198,6 +198,7 @@ let tests =
                   [ "--set"; "batch_sise=2"; "-o"; "r" ], "unknown key 'batch_sise'"
                   [ "--set"; "lr=-1"; "-o"; "r" ], "key 'lr' must be a positive number"
                   [ "--corpus"; "nowhere"; "-o"; "r" ], "--corpus nowhere: no such file or folder"
+                  [ "--corpus"; "used"; "--utterances"; "30"; "-o"; "r" ], "--utterances sizes the corpus to synthesise; with --corpus none"
                   [ "--uterances"; "30"; "-o"; "r" ], "--uterances"
                   [ "-o"; "used" ], "-o used is not empty"
                   [ "-o"; "r"; "--resume" ], "--resume: r is not a pretraining run"

@@ -77,6 +77,8 @@ let private check (args: ParseResults<DemoPretrainArgs>) (runDir: string) (outpu
     | None ->
         if not (Pretrain.isFresh runDir) then
             invalidArg outputFlag $"{outputFlag} {runDir} is not empty: continue the run there with --resume, or choose a new folder"
+        if args.Contains Corpus && args.Contains Utterances then
+            invalidArg "--utterances" "--utterances sizes the corpus to synthesise; with --corpus none is synthesised"
         let utterances = args.GetResult(Utterances, defaultValue = 3000)
         Args.require "--utterances" (utterances >= 10) $"must be at least 10 (every split needs utterances), but is {utterances}"
         args.TryGetResult Steps |> Option.iter (fun n -> Args.require "--steps" (n >= 1) $"must be at least 1, but is {n}")

@@ -96,7 +96,7 @@ module Provenance =
         let percent (x: float) = twoPlaces (100.0 * x) + " %"
         line "# Base model provenance"
         line ""
-        line "A MagnetWhisper folder without predictors (RoPE encoder), pretrained from scratch by `magnet demo pretrain`"
+        line "A MagnetWhisper folder without predictors (RoPE in every attention), pretrained from scratch by `magnet demo pretrain`"
         line "(docs/PRETRAINING.md), stored without the auxiliary CTC head that served training."
         line ""
         line "## How it was made"
