@@ -82,6 +82,7 @@ let main argv =
         // Unknown flags first: Argu would read them as positional arguments (an audio path, a folder).
         match List.ofArray argv with
         | "doctor" :: rest -> Args.rejectUnknown<Doctor.DoctorArgs> "doctor" rest
+        | "demo" :: "pretrain" :: rest -> Args.rejectUnknown<DemoPretrain.DemoPretrainArgs> "demo pretrain" rest
         | "demo" :: rest -> Args.rejectUnknown<Demo.DemoArgs> "demo" rest
         | "features" :: rest -> Args.rejectUnknown<Features.FeaturesArgs> "features" rest
         | "convert" :: rest -> Args.rejectUnknown<Convert.ConvertArgs> "convert" rest

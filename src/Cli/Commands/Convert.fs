@@ -14,6 +14,8 @@ open MagnetWhisper.Cli
 type ConvertArgs =
     | Whisper of dir: string
     | Original of dir: string
+    | Model of dir: string
+    | Drop_Ctc_Head
     | [<AltCommandLine("-p")>] Predictor of spec: string
     | Conv_Strides of strides: string
     | Original_Compat
@@ -28,11 +30,13 @@ type ConvertArgs =
             match a with
             | Whisper _ -> "Hugging Face Whisper folder (config.json + model.safetensors) to convert."
             | Original _ -> "folder saved by the original Python project (boundary_params.pt, boundary_predictors.bin, ...) to import."
+            | Model _ -> "MagnetWhisper folder to re-save with --dtype (default: its own) and/or --drop-ctc-head."
+            | Drop_Ctc_Head -> "with --model: leave the auxiliary CTC head (ctc_head.*) out, e.g. to ship a model pretrained with ctc_weight."
             | Predictor _ -> "LAYER:TYPE[:PRIOR[:POOLING]], e.g. 3:bp1:0.08:mean; TYPE bp1..bp4, POOLING attention|mean (repeatable)."
             | Conv_Strides _ -> "extra stride convolutions after conv2, e.g. 2,2 (kernel 3, d_model channels)."
             | Original_Compat -> "with --whisper: the original's numbers (query-only encoder masks, double target scheduling, CE over all positions, batch-dependent forcing and tail, BP1 all-ones RL pooling, BP3's cropped U-Net)."
             | Project_Compat -> "with --original: the project's behaviour (DECISIONS.md) instead of the original's numbers."
-            | Dtype _ -> "stored dtype: float32 (default), float16 or bfloat16."
+            | Dtype _ -> "stored dtype: float32 (default; with --model the source's), float16 or bfloat16."
             | Seed _ -> "random seed of the new predictor and convolution weights (default 0)."
             | No_Check -> "skip reloading the saved folder and the greedy sanity decode."
             | Audio _ -> "measure each predictor's compression on this file's first 30 s (default: 11 s of synthetic voiced audio)."
@@ -118,23 +122,63 @@ let reportCompression (m: MagnetWhisperModel) (untrained: bool) (samples: float3
             printfn "compression before layer %d: untrained (random weights): %s; training pulls it toward the prior %g (%.1f×)" l.Index measured s.Predictor.Prior (1.0 / s.Predictor.Prior)
         | _ -> printfn "compression before layer %d: %s" l.Index measured
 
+let private sizeText (bytes: int64) = $"{float bytes / 1048576.0:F2} MB"
+
+/// `convert --model DIR -o OUT [--dtype D] [--drop-ctc-head]`: the folder re-saved (MagnetResave), then checked
+/// against its source unless --no-check.
+let private resave (args: ParseResults<ConvertArgs>) (source: string) (output: string) : int =
+    let others =
+        [ if args.Contains Whisper then "--whisper"
+          if args.Contains Original then "--original"
+          if not (args.GetResults Predictor).IsEmpty then "--predictor"
+          if args.Contains Conv_Strides then "--conv-strides"
+          if args.Contains Original_Compat then "--original-compat"
+          if args.Contains Project_Compat then "--project-compat"
+          if args.Contains Seed then "--seed"
+          if args.Contains Audio then "--audio" ]
+    match others with
+    | flag :: _ -> invalidArg flag $"{flag} does not apply to --model, which re-saves a MagnetWhisper folder as it is (only --dtype, --drop-ctc-head and --no-check)"
+    | [] -> ()
+    if not (Directory.Exists source) then raise (DirectoryNotFoundException $"--model {source}: folder not found")
+    if not (MagnetFormat.isMagnetFolder source) then
+        invalidArg "--model" $"--model {source}: not a MagnetWhisper folder (no magnet.json); convert a Hugging Face folder with --whisper"
+    let options: ResaveOptions =
+        { DType = args.TryGetResult Dtype |> Option.map (fun d -> Args.value "--dtype" (fun () -> parseDtype d))
+          DropCtcHead = args.Contains Drop_Ctc_Head }
+    Output.progress false $"re-saving {source}"
+    let report = MagnetResave.run options source output
+    printfn "wrote       %s" (Path.GetFullPath output)
+    printfn "dtype       %s → %s" (Checkpoint.TorchDtypeName report.SourceDType) (Checkpoint.TorchDtypeName report.DType)
+    let head (classes: int option) = match classes with Some n -> $"{n} classes" | None -> "none"
+    printfn "ctc head    %s → %s" (head report.SourceCtcHead) (head report.CtcHead)
+    printfn "weights     %s → %s (%.1f%%)" (sizeText report.SourceBytes) (sizeText report.Bytes) (100.0 * float report.Bytes / float (max 1L report.SourceBytes))
+    if not (args.Contains No_Check) then
+        MagnetResave.verify source output report
+        printfn "check       reloaded: every tensor equals the source's rounded to %s" (Checkpoint.TorchDtypeName report.DType)
+    0
+
 let run (args: ParseResults<ConvertArgs>) : int =
     let output = args.GetResult Output
     let outputFlag = Args.typed [ "-o"; "--output" ]
     checkOutput outputFlag output [ for d in args.GetResults Whisper -> "--whisper", d
-                                    for d in args.GetResults Original -> "--original", d ]
+                                    for d in args.GetResults Original -> "--original", d
+                                    for d in args.GetResults Model -> "--model", d ]
+    match args.TryGetResult Model with
+    | Some source -> resave args source output
+    | None ->
+    if args.Contains Drop_Ctc_Head then invalidArg "--drop-ctc-head" "--drop-ctc-head applies to --model (a MagnetWhisper folder with a CTC head)"
     let measureOn =
         match args.TryGetResult Audio with
         | Some path -> MagnetWhisper.Core.Audio.Audio.load path, Path.GetFileName path
         | None ->
             let samples = BenchTranscribe.synthetic ()
             samples, $"{float samples.Length / 16000.0:F0} s of synthetic voiced audio"
-    let dtype = parseDtype (args.GetResult(Dtype, defaultValue = "float32"))
+    let dtype = Args.value "--dtype" (fun () -> parseDtype (args.GetResult(Dtype, defaultValue = "float32")))
     torch.manual_seed (int64 (args.GetResult(Seed, defaultValue = 0))) |> ignore
     let model =
         match args.TryGetResult Whisper, args.TryGetResult Original with
         | Some _, Some _ -> invalidArg "whisper" "give either --whisper DIR or --original DIR, not both"
-        | None, None -> invalidArg "whisper" "give --whisper DIR (with --predictor ...) or --original DIR"
+        | None, None -> invalidArg "whisper" "give --whisper DIR (with --predictor ...), --original DIR or --model DIR"
         | Some dir, None ->
             if args.Contains Project_Compat then invalidArg "--project-compat" "--project-compat applies to --original"
             if not (Directory.Exists dir) then raise (DirectoryNotFoundException $"--whisper {dir}: folder not found")

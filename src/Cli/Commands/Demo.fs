@@ -15,6 +15,7 @@ type DemoArgs =
     | Device of string
     | Every of int
     | Plot of path: string
+    | [<CliPrefix(CliPrefix.None)>] Pretrain of ParseResults<DemoPretrain.DemoPretrainArgs>
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -23,6 +24,7 @@ type DemoArgs =
             | Device _ -> "auto, cpu, cuda or cuda:N (default auto)."
             | Every _ -> "report every N steps (default 25)."
             | Plot _ -> "write an HTML report (training curves and the boundaries found in one utterance)."
+            | Pretrain _ -> "pretrain the built-in base model: synthetic corpus, training, float16 export with PROVENANCE.md (docs/PRETRAINING.md)."
 
 /// Training curves and, for the first utterance of a fresh batch, the boundary probabilities with the true and
 /// predicted boundaries.
@@ -59,6 +61,9 @@ let private report (path: string) (history: SyntheticSegmentation.StepReport lis
     |> Chart.saveHtml path
 
 let run (args: ParseResults<DemoArgs>) : int =
+    match args.TryGetResult Pretrain with
+    | Some a -> DemoPretrain.run a
+    | None ->
     let defaults = SyntheticSegmentation.Settings.Default
     let settings =
         { defaults with

@@ -257,7 +257,7 @@ module MagnetJson =
 module MagnetFormat =
     /// Saves a model atomically (AtomicWrite.folder) with the given options; its CTC head (`ctc_head.*` and magnet.json's
     /// ctc_head_classes) only when withCtcHead.
-    let private saveHead (withCtcHead: bool) (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit =
+    let saveAs (withCtcHead: bool) (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit =
         let config = model.Config
         let dtype = options.DType |> Option.defaultValue model.DType
         let configJson = WhisperConfig.toJson (Checkpoint.TorchDtypeName dtype) config
@@ -271,11 +271,11 @@ module MagnetFormat =
             File.WriteAllText(Path.Combine(staging, MagnetJson.FileName), magnetJson))
 
     /// Saves a model atomically (AtomicWrite.folder) with the given options, its CTC head included.
-    let saveWith (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit = saveHead true options dir model
+    let saveWith (options: SaveOptions) (dir: string) (model: MagnetWhisperModel) : unit = saveAs true options dir model
 
     /// Saves a model without its auxiliary CTC head: the folder a model without the head would give (e.g. to ship
     /// a model pretrained with the CTC loss, whose head only served training).
-    let saveWithoutCtcHead (dir: string) (model: MagnetWhisperModel) : unit = saveHead false SaveOptions.Default dir model
+    let saveWithoutCtcHead (dir: string) (model: MagnetWhisperModel) : unit = saveAs false SaveOptions.Default dir model
 
     /// Saves a MagnetWhisper folder atomically: config.json, generation_config.json (when the model has one),
     /// model.safetensors (every parameter and buffer under its Hugging Face / original name) and magnet.json.
