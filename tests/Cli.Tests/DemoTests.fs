@@ -67,6 +67,8 @@ let tests =
             // The run folder: an ordinary training run and the evaluations' reports.
             Expect.isTrue (File.Exists(Path.Combine(runDir, "train", "metrics.jsonl"))) "train/metrics.jsonl"
             Expect.isTrue (File.Exists(Path.Combine(runDir, "train", "final", "magnet.json"))) "train/final is a MagnetWhisper folder"
+            Expect.isTrue (File.Exists(Path.Combine(runDir, "model", "magnet.json"))) "model/ is the evaluated MagnetWhisper folder"
+            Expect.equal (at doc "run.inference_threshold").ValueKind JsonValueKind.Number "the calibrated threshold"
             Expect.isTrue (File.Exists(Path.Combine(runDir, "eval", "magnet-test", "summary.json"))) "eval/magnet-test"
             let html = File.ReadAllText(Path.Combine(runDir, "report.html"))
             Expect.isGreaterThan html.Length 3_000_000 "plotly.js embedded"

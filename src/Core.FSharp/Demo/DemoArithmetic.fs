@@ -68,3 +68,16 @@ module DemoArithmetic =
         if not (rampEnd > 0.0 && rampEnd <= 1.0) then invalidArg (nameof rampEnd) $"the ramp must end at a progress in (0, 1], got {rampEnd}"
         if stairs < 1 then invalidArg (nameof stairs) $"the ramp needs at least one step, got {stairs}"
         [ for k in 1 .. stairs -> rampEnd * float k / float stairs, float k / float stairs ]
+
+    /// The inference threshold that keeps as many positions as the targets ask for: BP1 trains on sampled boundaries
+    /// (Bernoulli(p) per position), so its expected count is Σ p, while inference keeps the positions with p above
+    /// the threshold; before the probabilities are near 0 or 1 the two counts differ widely. Over the calibration
+    /// utterances' valid-position probabilities, the threshold halfway between the K-th and the (K+1)-th largest,
+    /// K = Σ targets (so exactly K positions lie above it when those two differ); 1 when K is 0, 0 when K is at least
+    /// the number of positions.
+    let calibratedThreshold (probabilities: float[] seq) (targets: int seq) : float =
+        let all = probabilities |> Seq.concat |> Seq.sortDescending |> Array.ofSeq
+        let k = targets |> Seq.sumBy (max 0)
+        if k <= 0 then 1.0
+        elif k >= all.Length then 0.0
+        else (all.[k - 1] + all.[k]) / 2.0

@@ -104,6 +104,9 @@ module DemoSummary =
          w.WriteString("base_model", result.BaselineModel)
          w.WriteString("magnet_model", result.MagnetModel)
          w.WriteString("train_run", result.TrainDir)
+         match result.Threshold with
+         | Some t -> w.WriteNumber("inference_threshold", t)
+         | None -> w.WriteNull "inference_threshold"
          w.WriteNumber("layer", s.Layer)
          w.WriteNumber("prior", s.Prior)
          w.WriteNumber("steps", s.Steps)

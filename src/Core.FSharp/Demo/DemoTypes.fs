@@ -32,6 +32,11 @@ type DemoSettings =
       RampEnd: float
       /// Equal steps of that rise.
       RampStairs: int
+      /// After fine-tuning, set the predictor's inference threshold so that it keeps as many positions as the
+      /// phoneme targets of the calibration split ask for (DemoArithmetic.calibratedThreshold); false keeps 0.5.
+      CalibrateThreshold: bool
+      /// The split the threshold is calibrated on (its first EvalLimit utterances).
+      CalibrationSplit: string
       /// Which parameters train.
       TrainedParts: TrainedParts
       /// Gumbel-sigmoid temperature at the start and the end of the run.
@@ -63,7 +68,8 @@ type DemoSettings =
     /// `magnet demo`: 300 updates of 16, every test utterance.
     static member Full =
         { Corpus = ""; Model = ""; Layer = 2; Prior = 0.25; Steps = 300; BatchSize = 16; LearningRate = 3e-4
-          PredictorLearningRate = 1e-3; WarmupRatio = 0.05; RampEnd = 0.4; RampStairs = 8; TrainedParts = Everything
+          PredictorLearningRate = 1e-3; WarmupRatio = 0.05; RampEnd = 0.4; RampStairs = 8; CalibrateThreshold = true; CalibrationSplit = "dev"
+          TrainedParts = Everything
           TemperatureStart = 1.0; TemperatureEnd = 0.1; Seed = 0L; TrainSplit = "train"
           BaselineSplits = [ "dev"; "test"; "test-unseen-voice" ]; TestSplits = [ "test"; "test-unseen-voice" ]
           EvalLimit = None; EvalBatchSize = 24; MaxTokens = 48; TimingUtterances = 48; TimingRepeats = 3; Workers = 1
@@ -121,11 +127,13 @@ type DemoEvents =
 type DemoResult =
     { RunDir: string
       Settings: DemoSettings
-      /// The base model folder and the fine-tuned one (RUN_DIR/train/final).
+      /// The base model folder and the fine-tuned one (RUN_DIR/model: train/final with the calibrated threshold).
       BaselineModel: string
       MagnetModel: string
       /// The fine-tuning's run folder.
       TrainDir: string
+      /// The calibrated inference threshold (None when not calibrated).
+      Threshold: float option
       /// The base model's evaluations, in BaselineSplits order.
       Baseline: DemoEvaluation list
       /// The fine-tuned model's evaluations, in TestSplits order.

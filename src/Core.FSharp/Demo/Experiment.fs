@@ -38,6 +38,10 @@ module Experiment =
     [<Literal>]
     let TrainFolder = "train"
 
+    /// The fine-tuned model as the demo evaluates it (final/ with the calibrated inference threshold).
+    [<Literal>]
+    let ModelFolder = "model"
+
     /// The evaluations' report folders inside RUN_DIR (eval/base-test, eval/magnet-test, …).
     [<Literal>]
     let EvalFolder = "eval"
@@ -170,6 +174,44 @@ module Experiment =
             magnetSeconds <- magnetSeconds + median m
         { Split = split; Utterances = chosen.Length; Repeats = settings.TimingRepeats; BaselineSeconds = baselineSeconds; MagnetSeconds = magnetSeconds }
 
+    /// A copy of a model whose predictor before `layer` thresholds at `threshold` at inference (the same tensors).
+    let withInferenceThreshold (model: MagnetWhisperModel) (layer: int) (threshold: float) : MagnetWhisperModel =
+        let options =
+            { model.Options with
+                Predictors =
+                    [ for s in model.Options.Predictors ->
+                          if s.Layer = layer then { s with Predictor = { s.Predictor with InferenceThreshold = Some threshold } } else s ] }
+        let copy = new MagnetWhisperModel(model.Config, model.GenerationConfig, options, false)
+        try
+            model.CtcHeadClasses |> Option.iter copy.AttachCtcHead
+            copy.``to``(model.Device, model.DType) |> ignore
+            let mine = dict copy.State
+            use _ = torch.no_grad()
+            for n, t in model.State do mine.[n].copy_(t) |> ignore
+            copy.eval()
+            copy
+        with _ ->
+            copy.Dispose()
+            reraise ()
+
+    /// The inference threshold of the predictor before `layer` that keeps as many positions as the phoneme counts of
+    /// the calibration split's utterances (DemoArithmetic.calibratedThreshold), from each utterance's probabilities.
+    let calibrate (settings: DemoSettings) (model: MagnetWhisperModel) (ct: CancellationToken) : float * int =
+        let corpus = splitCorpus settings settings.CalibrationSplit
+        let ffmpeg = Audio.findFfmpeg ()
+        let phonemes = MagnetWhisper.Core.Text.PhonemeOptions.Default
+        let probabilities, targets =
+            [ for u in corpus.Utterances ->
+                  ct.ThrowIfCancellationRequested()
+                  let samples = UtteranceAudio.loadUsing ffmpeg u
+                  let duration = float (min samples.Length LogMel.NSamples) / float LogMel.SampleRate
+                  use features = LogMel.extract model.Config.NumMelBins model.Device [ samples ]
+                  let trace = BoundaryTrace.ofFeatures model features.Mel features.Mask duration
+                  let p = trace.Predictors |> List.find (fun p -> p.Layer = settings.Layer)
+                  p.Probabilities, Targets.count phonemes Phonemes u.Transcript ]
+            |> List.unzip
+        DemoArithmetic.calibratedThreshold probabilities targets, corpus.Utterances.Length
+
     let private describe (e: DemoEvaluation) : string =
         let s = e.Result.Score
         let compression =
@@ -216,8 +258,20 @@ module Experiment =
         let trainEvents = { SupervisedEvents.ProgressOnly events.Training with Evaluated = events.Evaluated }
         let trained = Supervised.run config trainDir false options trainEvents ct
         if trained.Outcome = Interrupted then raise (OperationCanceledException "the demo was interrupted during fine-tuning")
-        let magnetDir = Path.Combine(trainDir, TrainingRun.FinalFolder)
-        events.Note $"fine-tuned model: {magnetDir}"
+        let finalDir = Path.Combine(trainDir, TrainingRun.FinalFolder)
+        events.Note $"fine-tuned model: {finalDir}"
+        let magnetDir = Path.Combine(runDir, ModelFolder)
+        let threshold =
+            use final = MagnetFormat.load finalDir device torch.float32
+            if settings.CalibrateThreshold then
+                let threshold, count = calibrate settings final ct
+                use calibrated = withInferenceThreshold final settings.Layer threshold
+                MagnetFormat.save magnetDir calibrated
+                events.Note $"inference threshold {threshold:G4} (keeps as many positions as the phoneme counts of {count} {settings.CalibrationSplit} utterances): {magnetDir}"
+                Some threshold
+            else
+                MagnetFormat.save magnetDir final
+                None
         // 3. Both models on the test splits.
         events.Stage { Number = 3; Total = total; Title = $"evaluating the fine-tuned model on {names settings.TestSplits}" }
         use magnet = MagnetFormat.load magnetDir device torch.float32
@@ -243,6 +297,7 @@ module Experiment =
             BaselineModel = settings.Model
             MagnetModel = magnetDir
             TrainDir = trainDir
+            Threshold = threshold
             Baseline = baselineEvaluations
             Magnet = magnetEvaluations
             Timing = timing

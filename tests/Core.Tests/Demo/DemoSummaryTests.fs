@@ -77,6 +77,19 @@ let tests =
             Expect.throwsT<ArgumentException> (fun () -> DemoArithmetic.rampSteps 0.0 4 |> ignore) "a ramp must end after 0"
         }
 
+        test "the calibrated threshold keeps exactly as many positions as the targets ask for" {
+            let probabilities = [ [| 0.9; 0.2; 0.45; 0.3 |]; [| 0.05; 0.6; 0.35 |] ]
+            let above (t: float) = probabilities |> List.sumBy (Array.filter (fun p -> p > t) >> Array.length)
+            // Sorted: 0.9 0.6 0.45 0.35 0.3 0.2 0.05; three targets: between 0.45 and 0.35.
+            let t = DemoArithmetic.calibratedThreshold probabilities [ 2; 1 ]
+            Expect.floatClose Accuracy.veryHigh t 0.4 "(0.45 + 0.35) / 2"
+            Expect.equal (above t) 3 "three positions above it"
+            for k in 1 .. 6 do
+                Expect.equal (above (DemoArithmetic.calibratedThreshold probabilities [ k ])) k $"{k} targets keep {k}"
+            Expect.equal (DemoArithmetic.calibratedThreshold probabilities [ 0 ]) 1.0 "no target: nothing kept"
+            Expect.equal (DemoArithmetic.calibratedThreshold probabilities [ 9 ]) 0.0 "more targets than positions: everything kept"
+        }
+
         test "summary.json: fixed keys at the top for the headline split, every split under splits, null where not measured" {
             let boundary = { BoundaryAccuracy.BoundaryCounts.Zero with Predicted = 10; Reference = 12; Matched = 6; RandomMatched = 2.5 }
             let baseDev = result [| utterance "d1" "turn on the light" "turn on the lights" [||] None |] 1.0
@@ -88,7 +101,7 @@ let tests =
             let magnetUnseen = result [| utterance "u1" "open the door" "open the floor" (counts 77 19) None |] 0.5
             let settings = { DemoSettings.Quick with Corpus = "c"; Model = "m" }
             let demo =
-                { RunDir = "run"; Settings = settings; BaselineModel = "m"; MagnetModel = "run/train/final"; TrainDir = "run/train"
+                { RunDir = "run"; Settings = settings; BaselineModel = "m"; MagnetModel = "run/model"; TrainDir = "run/train"; Threshold = Some 0.3
                   Baseline = [ evaluation "dev" baseDev; evaluation "test" baseTest; evaluation "test-unseen-voice" baseUnseen ]
                   Magnet = [ evaluation "test" magnetTest; evaluation "test-unseen-voice" magnetUnseen ]
                   Timing =
@@ -117,6 +130,7 @@ let tests =
             Expect.floatClose Accuracy.veryHigh (value "seconds") 42.5 "the run's seconds"
             Expect.floatClose Accuracy.veryHigh (value "splits.test.seconds") 6.0 "the test split's evaluations: 3 s + 3 s"
             Expect.equal ((at "headline_split").GetString()) "test" "the first test split"
+            Expect.floatClose Accuracy.veryHigh (value "run.inference_threshold") 0.3 "the calibrated threshold"
             for key in [ "wer"; "cer"; "compression"; "encoder_speedup"; "boundary_f1"; "boundary_f1_random"; "boundary_precision"; "boundary_recall" ] do
                 Expect.equal (at $"splits.dev.magnet.{key}").ValueKind JsonValueKind.Null $"dev: magnet.{key} not measured"
             for key in [ "boundary_f1"; "boundary_f1_random"; "boundary_precision"; "boundary_recall" ] do
