@@ -27,7 +27,7 @@ type Command =
         member c.Usage =
             match c with
             | Doctor _ -> "report TorchSharp, libtorch, the libstdc++ remedy, devices and optional tools."
-            | Demo _ -> "run the built-in demonstration on synthetic data."
+            | Demo _ -> "the whole experiment on the built-in corpus and base model: evaluate, add a predictor and fine-tune, evaluate and time both; 'demo toy' for the tensor core alone."
             | Bench _ -> "measure speed: downsample, encoder, transcribe."
             | Features _ -> "write Whisper's log-mel features (and frame mask) of an audio file as .npy."
             | Convert _ -> "convert a Whisper folder (with predictor options) or import an original checkpoint into a MagnetWhisper folder."
@@ -82,8 +82,7 @@ let main argv =
         // Unknown flags first: Argu would read them as positional arguments (an audio path, a folder).
         match List.ofArray argv with
         | "doctor" :: rest -> Args.rejectUnknown<Doctor.DoctorArgs> "doctor" rest
-        | "demo" :: "pretrain" :: rest -> Args.rejectUnknown<DemoPretrain.DemoPretrainArgs> "demo pretrain" rest
-        | "demo" :: rest -> Args.rejectUnknown<Demo.DemoArgs> "demo" rest
+        | "demo" :: rest -> Demo.rejectUnknownFlags rest
         | "features" :: rest -> Args.rejectUnknown<Features.FeaturesArgs> "features" rest
         | "convert" :: rest -> Args.rejectUnknown<Convert.ConvertArgs> "convert" rest
         | "inspect" :: rest -> Args.rejectUnknown<Inspect.InspectArgs> "inspect" rest

@@ -155,6 +155,10 @@ let private panelChart (runs: RunMetrics list) (panel: Panel) : GenericChart opt
             |> Chart.withXAxisStyle "step"
             |> Chart.withYAxisStyle panel.Title)
 
+/// The charts over steps of the runs: one per panel (loss, learning rate, dev WER, compression, temperature) that
+/// some run logged.
+let stepCharts (runs: RunMetrics list) : GenericChart list = panels |> List.choose (panelChart runs)
+
 /// WER against compression: each run's final evaluation (filled) and its best (open), labelled with the run's name.
 let private paretoChart (runs: RunMetrics list) : GenericChart option =
     let traces =

@@ -193,8 +193,8 @@ let private description (audio: string) (modelDir: string) (trace: BoundaryTrace
                 yield tr [] [ for h in [ "start"; "end"; "text" ] -> th [ _style "text-align: left; padding: 2px 12px" ] [ str h ] ]
                 for s in transcript.Segments -> tr [] [ cell (seconds s.Start); cell (seconds s.End); cell (s.Text.Trim()) ] ] ]
 
-/// The page: rows top to bottom on one shared time axis (seconds), reference phone boundaries over every row.
-let private page (title: string) (rows: Row list) (phoneEnds: float list) (predictorRows: int list) (boundaryTimes: float[] list) (duration: float) (below: XmlNode) : string =
+/// The figure: rows top to bottom on one shared time axis (seconds), reference phone boundaries over every row.
+let private figure (title: string) (rows: Row list) (phoneEnds: float list) (predictorRows: int list) (boundaryTimes: float[] list) (duration: float) (below: XmlNode) : GenericChart =
     let doms = domains (rows |> List.map (fun r -> r.Height))
     let bottom = rows.Length
     let anchored =
@@ -230,7 +230,6 @@ let private page (title: string) (rows: Row list) (phoneEnds: float list) (predi
     |> Chart.withDescription [ below ]
     // plotly.js is embedded, so the page opens without a network connection.
     |> Chart.withDisplayOptionsStyle (PlotlyJSReference = PlotlyJSReference.Full)
-    |> GenericChart.toEmbeddedHTML
 
 /// Loads the folder as a MagnetWhisper model (own or original format) or a Whisper model.
 let private load (dir: string) (device: torch.Device) : Loaded =
@@ -245,6 +244,47 @@ let private defaultLabels (audio: string) (pagePath: string) =
 /// Fails with a usage error unless path can be a file that is written (not a folder).
 let private requireWritableFile (flag: string) (path: string) =
     if Directory.Exists path then invalidArg flag $"{flag} {path} is a folder, not a file"
+
+/// The figure of one audio (its first 30 s) for a model (`magnet` when it is a MagnetWhisper model: then with its
+/// predictors' rows): log-mel, predictor rows, reference phones, the greedy transcript; with the boundary trace and
+/// the transcript. `labels` writes the Audacity labels of a trace with predictors and returns their path.
+let figureOf (model: ISpeechModel) (magnet: MagnetWhisperModel option) (audio: string) (modelDir: string) (samples: float32[])
+             (phones: PhoneAlignment.Phone list option) (language: string option) (sampleLen: int option)
+             (labels: BoundaryTrace -> string option) : GenericChart * BoundaryTrace option * Transcript * string option =
+    use _ = torch.NewDisposeScope()
+    let config = model.Config
+    let duration = float (min samples.Length LogMel.NSamples) / float LogMel.SampleRate
+    use features = LogMel.extract config.NumMelBins model.Device [ samples ]
+    let validFrames = int (Tensors.toFloat (features.Mask.sum()))
+    let mel =
+        use rows = features.Mel.[0].narrow(1L, 0L, int64 validFrames).cpu()
+        Array.init config.NumMelBins (fun m -> Tensors.toFloatArray rows.[m])
+    let trace = magnet |> Option.map (fun m -> BoundaryTrace.ofFeatures m features.Mel features.Mask duration)
+    let tokenizer = Search.tokenizerOf model
+    let language = if Search.isMultilingual tokenizer then language else Some "en"
+    let options =
+        { TranscribeOptions.defaults with
+            Decoding = { DecodingOptions.defaults with Language = language; SampleLen = sampleLen }
+            Temperatures = [ 0.0 ] }
+    let transcript = Transcriber(model).Transcribe(samples, options)
+    let predictors = trace |> Option.map (fun t -> t.Predictors) |> Option.defaultValue []
+    let labelsPath =
+        match trace with
+        | Some t when not t.Predictors.IsEmpty -> labels t
+        | _ -> None
+    let rows =
+        [ yield melRow mel
+          for p in predictors -> predictorRow duration p
+          match phones with
+          | Some ps -> yield phoneRow ps
+          | None -> ()
+          yield transcriptRow transcript.Segments ]
+    let title = $"{Path.GetFileName audio}: {Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/'))}"
+    let chart =
+        figure title rows (phones |> Option.map (List.map (fun p -> p.End)) |> Option.defaultValue [])
+            [ for i in 1 .. predictors.Length -> i + 1 ] [ for p in predictors -> p.BoundaryTimes ] duration
+            (description audio modelDir trace duration transcript labelsPath)
+    chart, trace, transcript, labelsPath
 
 let run (args: ParseResults<VisualizeArgs>) : int =
     let audio = args.GetResult Audio
@@ -288,45 +328,14 @@ let run (args: ParseResults<VisualizeArgs>) : int =
         | :? InvalidDataException
         | :? UnauthorizedAccessException as e -> invalidArg "--model" $"--model {modelDir}: {e.Message}"
     try
-        use _ = torch.NewDisposeScope()
-        let model = loaded.Speech
-        let duration = float (min samples.Length LogMel.NSamples) / float LogMel.SampleRate
-        use features = LogMel.extract config.NumMelBins model.Device [ samples ]
-        let validFrames = int (Tensors.toFloat (features.Mask.sum()))
-        let mel =
-            use rows = features.Mel.[0].narrow(1L, 0L, int64 validFrames).cpu()
-            Array.init config.NumMelBins (fun m -> Tensors.toFloatArray rows.[m])
-        let trace =
-            match loaded with
-            | Magnet m -> Some(BoundaryTrace.ofFeatures m features.Mel features.Mask duration)
-            | Whisper _ -> None
-        let tokenizer = Search.tokenizerOf model
-        let language = if Search.isMultilingual tokenizer then language else Some "en"
-        let options =
-            { TranscribeOptions.defaults with
-                Decoding = { DecodingOptions.defaults with Language = language; SampleLen = sampleLen }
-                Temperatures = [ 0.0 ] }
-        let transcript = Transcriber(model).Transcribe(samples, options)
+        let magnet = match loaded with Magnet m -> Some m | Whisper _ -> None
+        let writeLabels (t: BoundaryTrace) =
+            let path = labelsPath |> Option.defaultWith (fun () -> defaultLabels audio output)
+            AudacityLabels.write path t
+            Some path
+        let chart, trace, transcript, labels = figureOf loaded.Speech magnet audio modelDir samples phones language sampleLen writeLabels
         let predictors = trace |> Option.map (fun t -> t.Predictors) |> Option.defaultValue []
-        let labels =
-            match trace with
-            | Some t when not t.Predictors.IsEmpty ->
-                let path = labelsPath |> Option.defaultWith (fun () -> defaultLabels audio output)
-                AudacityLabels.write path t
-                Some path
-            | _ -> None
-        let rows =
-            [ yield melRow mel
-              for p in predictors -> predictorRow duration p
-              match phones with
-              | Some ps -> yield phoneRow ps
-              | None -> ()
-              yield transcriptRow transcript.Segments ]
-        let title = $"{Path.GetFileName audio}: {Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/'))}"
-        let html =
-            page title rows (phones |> Option.map (List.map (fun p -> p.End)) |> Option.defaultValue [])
-                [ for i in 1 .. predictors.Length -> i + 1 ] [ for p in predictors -> p.BoundaryTimes ] duration
-                (description audio modelDir trace duration transcript labels)
+        let html = GenericChart.toEmbeddedHTML chart
         AtomicWrite.text output html
         for p in predictors do
             printfn "%s: %d of %d positions are boundaries (keeps %.1f%%)" (predictorName p) p.BoundaryTimes.Length p.Spans.Length (100.0 * p.KeptFraction)

@@ -17,6 +17,10 @@ open MagnetWhisper.Core.Text
 type StartingPoint =
     /// A MagnetWhisper folder (it has magnet.json): loaded as saved, with its own predictors.
     | MagnetFolder of dir: string
+    /// A MagnetWhisper folder with new predictors in slots that are Identity in it (`predictors` with a
+    /// MagnetWhisper folder): its tensors as saved, the new predictors freshly initialised. The options are the
+    /// folder's with the new slots added.
+    | MagnetFolderWithPredictors of dir: string * options: MagnetOptions
     /// A Hugging Face Whisper folder, converted with these predictors and convolutions.
     | WhisperFolder of dir: string * options: MagnetOptions
     /// An original project's checkpoint folder (boundary_params.pt and boundary_predictors.bin), imported.
@@ -100,8 +104,25 @@ module StartingPoint =
                 if not config.Predictors.IsEmpty || not config.ConvStrides.IsEmpty then
                     raise (InvalidDataException $"keys 'predictors' and 'conv_strides' apply to a Hugging Face Whisper folder or a fresh model; key 'model' ({dir}) is {kind} with its own")
             if MagnetFormat.isMagnetFolder dir then
-                noSlots "a MagnetWhisper folder"
-                MagnetFolder dir
+                if not config.ConvStrides.IsEmpty then
+                    raise (InvalidDataException $"key 'conv_strides' applies to a Hugging Face Whisper folder or a fresh model; key 'model' ({dir}) is a MagnetWhisper folder with its own convolutions")
+                if config.Predictors.IsEmpty then MagnetFolder dir
+                else
+                    let whisper, own =
+                        try MagnetFormat.readOptions dir
+                        with :? ArgumentException as e -> raise (InvalidDataException($"key 'model' ({dir}): " + messageOf e))
+                    let added = (options config whisper).Predictors
+                    for slot in added do
+                        match own.TryFind slot.Layer with
+                        | Some existing ->
+                            let spec = config.Predictors |> List.find (fun p -> (PredictorSpec.parse "" p).Layer = slot.Layer)
+                            raise (InvalidDataException $"key 'predictors': '{spec}': the MagnetWhisper folder {dir} already has a {Predictors.typeName existing.Predictor.Kind} before layer {slot.Layer}; new predictors go only where its slots are Identity")
+                        | None -> ()
+                    let combined = added |> List.fold (fun (o: MagnetOptions) s -> o.WithSlot s) own
+                    let combined =
+                        try MagnetOptions.validate whisper combined
+                        with :? ArgumentException as e -> raise (InvalidDataException("key 'predictors': " + messageOf e))
+                    MagnetFolderWithPredictors(dir, combined)
             elif OriginalCheckpoint.isOriginalFolder dir then
                 noSlots "an original checkpoint"
                 OriginalFolder dir
@@ -126,6 +147,22 @@ module StartingPoint =
                 reraise ()
         match start with
         | MagnetFolder dir -> MagnetFormat.load dir device dtype
+        | MagnetFolderWithPredictors(dir, options) ->
+            use saved = MagnetFormat.load dir torch.CPU torch.float32
+            // The new slots' modules are drawn here, in slot order, from the global generator.
+            let m = new MagnetWhisperModel(saved.Config, saved.GenerationConfig, options, false)
+            try
+                saved.CtcHeadClasses |> Option.iter m.AttachCtcHead
+                let mine = dict m.State
+                use _ = torch.no_grad()
+                for n, t in saved.State do
+                    match mine.TryGetValue n with
+                    | true, target -> target.copy_(t) |> ignore
+                    | _ -> invalidOp $"the tensor '{n}' of {dir} has no counterpart with the new predictors"
+            with _ ->
+                m.Dispose()
+                reraise ()
+            moved m
         | OriginalFolder dir -> OriginalCheckpoint.import ImportOptions.Original dir device dtype
         | WhisperFolder(dir, options) ->
             use whisper = WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32
@@ -142,6 +179,7 @@ module StartingPoint =
             |> function [] -> "" | parts -> " with " + String.Join(" and ", parts)
         match start with
         | MagnetFolder dir -> $"the MagnetWhisper folder {dir}"
+        | MagnetFolderWithPredictors(dir, o) -> $"the MagnetWhisper folder {dir}{slots o}"
         | OriginalFolder dir -> $"the original checkpoint {dir} (imported with the original's numbers)"
         | WhisperFolder(dir, o) -> $"the Hugging Face Whisper folder {dir}{slots o}"
         | FreshModel(c, o) ->

@@ -89,6 +89,47 @@ let tests =
             Expect.isNonEmpty (TrainingFixtures.changed (predictor a) (predictor (stateOf other))) "the seed draws the new weights"
         }
 
+        test "a MagnetWhisper folder with predictors in its Identity slots keeps its tensors and gets the new predictor" {
+            use temp = new MagnetFixtures.Temp()
+            let whisperDir = temp.Sub "whisper"
+            torch.manual_seed 6L |> ignore
+            saveWhisper whisperDir
+            let magnetDir = temp.Sub "magnet"
+            saveMagnet whisperDir magnetDir
+            let config = { TrainConfig.Default with Model = magnetDir; Data = "unused"; Predictors = [ "1:bp1:0.25:mean" ] }
+            let start = StartingPoint.ofConfig config
+            torch.manual_seed 21L |> ignore
+            use loaded = StartingPoint.load start torch.CPU torch.float32
+            let slot = { PredictorSlot.Create(1, Bp1, 0.25) with Predictor = { PredictorConfig.Default(Bp1, 0.25) with Pooling = MeanPooling } }
+            Expect.equal loaded.Options.Predictors [ slot ] "the new slot, written out here"
+            use saved = MagnetFormat.load magnetDir torch.CPU torch.float32
+            let theirs = stateOf saved
+            let mine = stateOf loaded
+            let mineByName = dict mine
+            Expect.isEmpty (TrainingFixtures.changed theirs [ for n, _ in theirs -> n, mineByName.[n] ]) "every tensor of the folder kept bit for bit"
+            let added = mine |> List.filter (fun (n, _) -> not (theirs |> List.exists (fun (m, _) -> m = n)))
+            Expect.isNonEmpty added "new tensors"
+            Expect.isTrue (added |> List.forall (fun (n, _) -> n.StartsWith "model.encoder.boundary_predictors.1.")) $"only the predictor's tensors are new: {added |> List.map fst}"
+            // The predictor is a fresh BP1 of that slot: its tensors are those of a model built with the same draws
+            // (after loading the folder, whose module construction draws too).
+            torch.manual_seed 21L |> ignore
+            (MagnetFormat.load magnetDir torch.CPU torch.float32).Dispose()
+            use expected = new MagnetWhisperModel(saved.Config, saved.GenerationConfig, loaded.Options, false)
+            let expectedByName = dict (stateOf expected)
+            Expect.isEmpty (TrainingFixtures.changed added [ for n, _ in added -> n, expectedByName.[n] ]) "the predictor as the slot initialises it"
+            // A slot that already holds a predictor is refused, naming the key and the layer.
+            let withPredictor = temp.Sub "with-predictor"
+            MagnetFormat.save withPredictor loaded
+            let e = invalid (fun () -> StartingPoint.ofConfig { config with Model = withPredictor; Predictors = [ "1:bp2" ] } |> ignore)
+            Expect.stringContains e "key 'predictors'" "names the key"
+            Expect.stringContains e "1:bp2" "names the entry"
+            Expect.stringContains e "before layer 1" "names the layer"
+            // Another layer of that folder is free.
+            match StartingPoint.ofConfig { config with Model = withPredictor; Predictors = [ "0:bp1" ] } with
+            | MagnetFolderWithPredictors(_, o) -> Expect.equal (o.Predictors |> List.map _.Layer) [ 0; 1 ] "both slots"
+            | other -> failtest $"started from {other}"
+        }
+
         test "an original checkpoint folder starts with the weights it was written from" {
             use temp = new MagnetFixtures.Temp()
             use w = MagnetFixtures.whisper 47L small
@@ -178,7 +219,8 @@ let tests =
                 let message = invalid (fun () -> StartingPoint.ofConfig c |> ignore)
                 for p in parts do Expect.stringContains message p $"'{message}' names {p}"
             let base' = { TrainConfig.Default with Data = "unused" }
-            check { base' with Model = magnetDir; Predictors = [ "1:bp1" ] } [ "'predictors'"; "MagnetWhisper folder" ]
+            check { base' with Model = magnetDir; ConvStrides = [ 2 ] } [ "'conv_strides'"; "MagnetWhisper folder" ]
+            check { base' with Model = magnetDir; Predictors = [ "7:bp1" ] } [ "key 'predictors'"; "layer 7" ]
             check { base' with Model = whisperDir; Predictors = [ "9:bp1" ] } [ "key 'predictors'"; "layer 9" ]
             check { base' with Model = whisperDir; Predictors = [ "1:bp7" ] } [ "key 'predictors'"; "bp7" ]
             check { base' with Model = whisperDir; DModel = Some 64 } [ "key 'd_model'"; "from_scratch" ]
