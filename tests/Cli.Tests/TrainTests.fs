@@ -17,6 +17,11 @@ open MagnetWhisper.Core.Training
 open MagnetWhisper.Cli
 open MagnetWhisper.Cli.Tests.Harness
 
+/// POSIX kill(2): the signal goes out at once (starting a `kill` process can take seconds on a loaded machine, long
+/// enough for a short run to finish first).
+[<System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)>]
+extern int sendSignal(int pid, int signal)
+
 /// A workspace with `corpus/`: four tones of 0.5 to 1.1 s with short transcripts.
 let private workspace () =
     let dir = tempDir "train"
@@ -99,7 +104,8 @@ let tests =
 
         test "SIGINT finishes the step, writes a checkpoint and names the resume command; resuming completes" {
             let dir = workspace ()
-            let steps = 60
+            // Far more steps than run before the signal arrives; resuming runs the rest (about 10 s).
+            let steps = 600
             let info = ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
             info.ArgumentList.Add magnetDll
             for a in "train" :: scratch steps @ [ "-o"; "run" ] do info.ArgumentList.Add a
@@ -114,8 +120,7 @@ let tests =
             p.BeginErrorReadLine()
             let out = p.StandardOutput.ReadToEndAsync()
             Expect.isTrue (firstStep.Wait(TimeSpan.FromMinutes 3.0)) "the run reaches its first step"
-            use kill = Process.Start("kill", [ "-INT"; string p.Id ])
-            kill.WaitForExit()
+            Expect.equal (sendSignal(p.Id, 2)) 0 "SIGINT sent"
             Expect.isTrue (p.WaitForExit(TimeSpan.FromMinutes 3.0)) "the run ends after the signal"
             p.WaitForExit()
             let stdout = out.Result
