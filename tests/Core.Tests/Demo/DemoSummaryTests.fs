@@ -99,7 +99,8 @@ let tests =
                 result [| utterance "t1" "set an alarm for nine" "set an alarm for nine" (counts 150 40) (Some boundary)
                           utterance "t2" "call anna" "call anna" (counts 101 25) None |] 1.0
             let magnetUnseen = result [| utterance "u1" "open the door" "open the floor" (counts 77 19) None |] 0.5
-            let settings = { DemoSettings.Quick with Corpus = "c"; Model = "m" }
+            // Layer 2 as flopsWrittenOut assumes (two layers at full length, two pooled), whatever the default is.
+            let settings = { DemoSettings.Quick with Corpus = "c"; Model = "m"; Layer = 2 }
             let demo =
                 { RunDir = "run"; Settings = settings; BaselineModel = "m"; MagnetModel = "run/model"; TrainDir = "run/train"; Threshold = Some 0.3
                   Baseline = [ evaluation "dev" baseDev; evaluation "test" baseTest; evaluation "test-unseen-voice" baseUnseen ]
