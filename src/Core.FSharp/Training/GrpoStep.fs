@@ -267,7 +267,7 @@ module GrpoStep =
                     if not (Double.IsFinite norm) then Error NonFiniteGradient
                     else
                         optimizer.SetLearningRate multiplier
-                        optimizer.AdamW.step() |> ignore
+                        TrainingStep.optimizerStep optimizer.AdamW
                         Ok(toFloat t.PolicyLoss, t.ClipFraction, t.ApproxKl, toFloat t.KlToReference, toFloat t.Entropy, norm)
             match outcome with
             | Ok values -> epochs.Add values

@@ -183,6 +183,18 @@ module TrainingStep =
             g.Dispose()
         norm
 
+    /// optimizer.step() inside a no-GC region when the runtime grants one. TorchSharp's AdamW passes implicitly
+    /// converted Scalars to libtorch; once their handles are read they are unreachable, and a collection during the
+    /// native call lets the finalizer free one still in use (libtorch then fails "Expected false to be true" at
+    /// Scalar.h:140 — seen intermittently on a loaded machine). No collection runs inside the region.
+    let optimizerStep (optimizer: torch.optim.Optimizer) : unit =
+        let region =
+            try GC.TryStartNoGCRegion(16L * 1024L * 1024L)
+            with :? InvalidOperationException -> false
+        try optimizer.step() |> ignore
+        finally
+            if region && Runtime.GCSettings.LatencyMode = Runtime.GCLatencyMode.NoGCRegion then GC.EndNoGCRegion()
+
     /// One update: clears stale gradients, accumulates over the micro-batches (see accumulate), clips the trained
     /// parameters' gradient by global norm, sets the learning rate to peak × multiplier and steps AdamW, then clears
     /// the gradients. A non-finite loss or gradient norm skips the step (the parameters and moments are unchanged) and
@@ -206,7 +218,7 @@ module TrainingStep =
                 let skipped =
                     if Double.IsFinite norm then
                         optimizer.SetLearningRate multiplier
-                        optimizer.AdamW.step() |> ignore
+                        optimizerStep optimizer.AdamW
                         None
                     else Some NonFiniteGradient
                 { Loss = l; CrossEntropy = ce; BoundaryLoss = boundary; CtcLoss = ctc; GradientNorm = norm; LearningRateMultiplier = multiplier
