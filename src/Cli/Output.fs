@@ -22,12 +22,6 @@ let parseDtype (name: string) : torch.ScalarType =
     | "float64" | "fp64" | "f64" | "double" -> torch.float64
     | other -> invalidArg "dtype" $"unknown dtype '{other}': use float32, float16, bfloat16 or float64"
 
-/// The median of a non-empty sample.
-let median (xs: float[]) : float =
-    let s = Array.sort xs
-    let n = s.Length
-    if n % 2 = 1 then s.[n / 2] else (s.[n / 2 - 1] + s.[n / 2]) / 2.0
-
 /// The machine's warm matrix-multiply rate in GFLOP/s (median of `repeats` n×n×n products in dtype on device),
 /// the ceiling against which compute-bound benchmarks are judged.
 let matmulRate (device: torch.Device) (dtype: torch.ScalarType) (n: int64) (repeats: int) : float =
@@ -41,4 +35,4 @@ let matmulRate (device: torch.Device) (dtype: torch.ScalarType) (n: int64) (repe
         watch.Elapsed.TotalSeconds
     once () |> ignore
     let seconds = Array.init repeats (fun _ -> once ())
-    2.0 * float n * float n * float n / median seconds / 1e9
+    2.0 * float n * float n * float n / MagnetWhisper.Core.Statistics.median seconds / 1e9

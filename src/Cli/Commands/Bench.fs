@@ -115,13 +115,13 @@ let private runDownsample (args: ParseResults<DownsampleBenchArgs>) =
         batch length dim s dtype device (torch.get_num_threads ()) repeats
     printfn "%-32s %12s %12s" "implementation" "median" "min"
     for name, times in results do
-        printfn "%-32s %12s %12s" name (Output.ms (Output.median times)) (Output.ms (Array.min times))
-    let medianOf name = results |> List.find (fst >> (=) name) |> snd |> Output.median
+        printfn "%-32s %12s %12s" name (Output.ms (MagnetWhisper.Core.Statistics.median times)) (Output.ms (Array.min times))
+    let medianOf name = results |> List.find (fst >> (=) name) |> snd |> MagnetWhisper.Core.Statistics.median
     let dense = medianOf "dense (B, L, S) weights"
     printfn "speed-up vs dense: index_add %.1fx, finite difference %.1fx"
         (dense / medianOf "index_add + closed form") (dense / medianOf "finite difference (SPEC §2.2)")
     // Each round times the implementations back to back, so a per-round ratio cancels most load from other processes.
-    let perRound i = rounds |> Array.map (fun times -> times.[2] / times.[i]) |> Output.median
+    let perRound i = rounds |> Array.map (fun times -> times.[2] / times.[i]) |> MagnetWhisper.Core.Statistics.median
     printfn "per-round speed-up vs dense (median): index_add %.1fx, finite difference %.1fx" (perRound 0) (perRound 1)
     let dy, dg = parity
     printfn "parity vs dense: max |Δ output| = %s, max |Δ boundary gradient| = %s" (dy.ToString("0.0e0")) (dg.ToString("0.0e0"))

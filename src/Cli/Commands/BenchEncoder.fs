@@ -77,7 +77,7 @@ let measure (model: WhisperModel) (description: string) (batch: int) (warmup: in
         sw.Elapsed.TotalSeconds
     for _ in 1 .. warmup do once () |> ignore
     let times = Array.init repeats (fun _ -> once ())
-    let med = Output.median times
+    let med = MagnetWhisper.Core.Statistics.median times
     let perWindow = med / float batch
     let windowSeconds = float config.InputFrames * 0.01
     let gflop = EncoderFlops.perWindow config / 1e9

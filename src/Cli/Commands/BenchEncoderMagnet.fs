@@ -66,7 +66,7 @@ let measure (whisper: WhisperModel) (layers: int list) (ratios: float list) (bat
         [ for i, (r, _) in List.indexed configurations ->
               { Ratio = r
                 Lengths = lengths.[i]
-                MedianSeconds = Output.median (times.[i].ToArray())
+                MedianSeconds = MagnetWhisper.Core.Statistics.median (times.[i].ToArray())
                 Flops = MagnetEncoderFlops.perWindow config lengths.[i] * float batch } ]
     finally
         for _, m in configurations do m.Dispose()
@@ -91,7 +91,7 @@ let measureDurations (whisper: WhisperModel) (durations: float list) (batch: int
                   (use _ = model.Encode(EncoderInput.Inference(m, fm)) in ())
                   sw.Elapsed.TotalSeconds
               for _ in 1 .. max 1 warmup do once () |> ignore
-              Output.median (Array.init repeats (fun _ -> once ()))
+              MagnetWhisper.Core.Statistics.median (Array.init repeats (fun _ -> once ()))
           let full = time mel (Some mask)
           let cut = time cutMel cutMask
           d, full, cut, cutMel.shape.[2] ]

@@ -234,13 +234,13 @@ let private runTiming (args: ParseResults<BenchTrainArgs>) quiet =
         watch.Elapsed.TotalSeconds
     for _ in 1 .. warmup do timed () |> ignore
     let times = Array.init repeats (fun _ -> timed ())
-    let med = Output.median times
+    let med = MagnetWhisper.Core.Statistics.median times
     printfn "model        %s" (describe config options size)
     printfn "batch        %d utterances, %.3g s valid audio each, %d label tokens; %d threads, float32 CPU, AdamW, clip 2.0" batch seconds tokens (torch.get_num_threads ())
     printfn "ours         median %s (min %s, max %s) over %d updates, %.3g samples/s" (Output.ms med) (Output.ms (Array.min times)) (Output.ms (Array.max times)) repeats (float batch / med)
     if args.Contains Phases then
         let parts = Array.init repeats (fun _ -> phases model optimizer sampling batchData)
-        let medianOf f = parts |> Array.map f |> Output.median
+        let medianOf f = parts |> Array.map f |> MagnetWhisper.Core.Statistics.median
         printfn "phases       forward+backward %s, clipping %s, AdamW step %s (medians of %d more updates)"
             (Output.ms (medianOf (fun (a, _, _) -> a))) (Output.ms (medianOf (fun (_, c, _) -> c))) (Output.ms (medianOf (fun (_, _, o) -> o))) repeats
     match pytorch with
@@ -301,7 +301,7 @@ let private runMemory (args: ParseResults<BenchTrainArgs>) quiet =
     let rssChange = change rssEarly rssEnd
     let tensorChange = change tensorsEarly tensorsEnd
     let all = times.ToArray()
-    let med = Output.median all
+    let med = MagnetWhisper.Core.Statistics.median all
     printfn "model        %s" (describe config options size)
     printfn "batch        %d utterances, %.3g s valid audio each, %d label tokens; %d threads, float32 CPU, AdamW, clip 2.0" batch seconds tokens (torch.get_num_threads ())
     printfn "updates      %d (%d skipped), median %s (min %s, max %s), %.3g samples/s" steps skipped (Output.ms med) (Output.ms (Array.min all)) (Output.ms (Array.max all)) (float batch / med)

@@ -140,7 +140,7 @@ let run (args: ParseResults<BenchTranscribeArgs>) : int =
             eprintfn "run %3d: %s, %d tokens, RSS %.1f MiB, %d live tensors" i (Output.ms s.Seconds) s.Tokens (float s.Rss / 1048576.0) s.LiveTensors
     let samplesRun = measure transcriber options samples warmup repeats report
     let times = samplesRun |> Array.map _.Seconds
-    let med = Output.median times
+    let med = MagnetWhisper.Core.Statistics.median times
     let mib (b: int64) = float b / 1048576.0
     let first, last = samplesRun.[0], samplesRun.[samplesRun.Length - 1]
     let rssValues = samplesRun |> Array.map _.Rss
@@ -153,7 +153,7 @@ let run (args: ParseResults<BenchTranscribeArgs>) : int =
         (Output.ms med) (Output.ms (Array.min times)) (Output.ms (Array.max times)) repeats warmup
     printfn "real time    factor %.3f (%.1f× real time)" (med / audioSeconds) (audioSeconds / med)
     printfn "tokens       %d decoded in the first window (sample length %d); %d per transcription in segments (min %d, max %d)"
-        decoded sampleLen (int (Output.median (Array.map float tokens))) (Array.min tokens) (Array.max tokens)
+        decoded sampleLen (int (MagnetWhisper.Core.Statistics.median (Array.map float tokens))) (Array.min tokens) (Array.max tokens)
     printfn "memory RSS   after run 1 %.1f MiB, after run %d %.1f MiB (min %.1f, max %.1f; growth %+.1f MiB)"
         (mib first.Rss) repeats (mib last.Rss) (mib (Array.min rssValues)) (mib (Array.max rssValues)) (mib (last.Rss - first.Rss))
     printfn "live tensors after run 1 %d, after run %d %d (min %d, max %d)" first.LiveTensors repeats last.LiveTensors (Array.min tensors) (Array.max tensors)

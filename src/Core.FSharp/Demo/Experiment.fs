@@ -169,9 +169,8 @@ module Experiment =
                 else
                     m.Add(encode magnet features)
                     b.Add(encode baseline features)
-            let median (xs: ResizeArray<float>) = let s = Seq.sort xs |> Array.ofSeq in if s.Length % 2 = 1 then s.[s.Length / 2] else (s.[s.Length / 2 - 1] + s.[s.Length / 2]) / 2.0
-            baselineSeconds <- baselineSeconds + median b
-            magnetSeconds <- magnetSeconds + median m
+            baselineSeconds <- baselineSeconds + Statistics.median b
+            magnetSeconds <- magnetSeconds + Statistics.median m
         { Split = split; Utterances = chosen.Length; Repeats = settings.TimingRepeats; BaselineSeconds = baselineSeconds; MagnetSeconds = magnetSeconds }
 
     /// A copy of a model whose predictor before `layer` thresholds at `threshold` at inference (the same tensors).
