@@ -88,6 +88,9 @@ namespace MagnetWhisper
         /// <summary>Dev evaluation every this many steps; 0 = at the end only (<c>eval_every</c>, default 500).</summary>
         public int? EvalEvery { get; init; }
 
+        /// <summary>A new run also evaluates the dev data before its first update, at step 0 (<c>eval_at_start</c>, default false).</summary>
+        public bool? EvalAtStart { get; init; }
+
         /// <summary>A checkpoint every this many steps; 0 = at the end only (<c>checkpoint_every</c>, default 500).</summary>
         public int? CheckpointEvery { get; init; }
 
@@ -133,6 +136,7 @@ namespace MagnetWhisper
                 ("advantage_normalization", AdvantageNormalization is { } n ? Text(n.ToString().ToLowerInvariant()) : null),
                 ("log_every", LogEvery?.ToString(CultureInfo.InvariantCulture)),
                 ("eval_every", EvalEvery?.ToString(CultureInfo.InvariantCulture)),
+                ("eval_at_start", EvalAtStart is { } atStart ? (atStart ? "true" : "false") : null),
                 ("checkpoint_every", CheckpointEvery?.ToString(CultureInfo.InvariantCulture)),
                 ("seed", Seed?.ToString(CultureInfo.InvariantCulture)),
                 ("workers", Workers?.ToString(CultureInfo.InvariantCulture)),

@@ -139,6 +139,9 @@ namespace MagnetWhisper
         /// <summary>Dev evaluation every this many steps; 0 = only at the end (<c>eval_every</c>, default 500).</summary>
         public int? EvalEvery { get; init; }
 
+        /// <summary>A new run also evaluates the dev data before its first update, at step 0 (<c>eval_at_start</c>, default false).</summary>
+        public bool? EvalAtStart { get; init; }
+
         /// <summary>Utterances decoded together during evaluation (<c>eval_batch_size</c>, default 16).</summary>
         public int? EvalBatchSize { get; init; }
 
@@ -243,6 +246,7 @@ namespace MagnetWhisper
                 Num("temperature_end", TemperatureEnd);
                 Int("log_every", LogEvery);
                 Int("eval_every", EvalEvery);
+                if (EvalAtStart is { } atStart) w.WriteBoolean("eval_at_start", atStart);
                 Int("eval_batch_size", EvalBatchSize);
                 Int("early_stopping_patience", EarlyStoppingPatience);
                 Int("checkpoint_every", CheckpointEvery);

@@ -102,6 +102,7 @@ let tests =
             check ([ "--layer"; "9" ] @ model) "--layer"
             check [ "--corpus"; Path.Combine(work, "nowhere") ] "--corpus"
             check [ "--device"; "tpu" ] "--device"
+            check [ "--predictor"; "bp9" ] "--predictor"
             check [ "--seed"; "x" ] "--seed"
         }
 

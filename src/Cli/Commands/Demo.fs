@@ -26,6 +26,7 @@ type DemoArgs =
     | Quick
     | Seed of int64
     | Layer of int
+    | Predictor of kind: string
     | Steps of int
     | Device of name: string
     | Corpus of dir: string
@@ -38,7 +39,8 @@ type DemoArgs =
             | Output _ -> "the run folder (default demo-run): summary.json, report.html, train/, eval/; a previous demo run there is replaced."
             | Quick -> "the same stages on 24 utterances per split and 24 updates (about 2 minutes on 2 cores)."
             | Seed _ -> "seed of the data order, boundary sampling and the predictor's weights (default 0)."
-            | Layer _ -> "the encoder layer the BP1 runs before (default 3)."
+            | Layer _ -> "the encoder layer the predictor runs before (default 3)."
+            | Predictor _ -> "the predictor's type: bp1 (default), bp2, bp3 or bp4, with mean pooling."
             | Steps _ -> "fine-tuning updates (default 400; 24 with --quick)."
             | Device _ -> "auto (default), cpu, cuda or cuda:N."
             | Corpus _ -> "a corpus folder with manifest.jsonl (splits train, dev, test, test-unseen-voice); default data/demo/corpus."
@@ -119,7 +121,7 @@ let private writeReport (path: string) (result: DemoResult) (figures: SplitFigur
     let intro =
         div [ _style "font-family: sans-serif; margin: 20px 40px" ] [
             h2 [] [ str "magnet demo" ]
-            p [] [ str $"Base model {result.BaselineModel}; a BP1 before encoder layer {result.Settings.Layer} (prior {result.Settings.Prior}, mean pooling, phoneme-count targets) fine-tuned for {result.Settings.Steps} updates of {result.Settings.BatchSize} on {result.Settings.Corpus} (seed {result.Settings.Seed}); {result.Seconds:F0} s in all." ]
+            p [] [ str $"Base model {result.BaselineModel}; a {(PredictorSpec.kindName result.Settings.Predictor).ToUpperInvariant()} before encoder layer {result.Settings.Layer} (prior {result.Settings.Prior}, mean pooling, phoneme-count targets) fine-tuned for {result.Settings.Steps} updates of {result.Settings.BatchSize} on {result.Settings.Corpus} (seed {result.Settings.Seed}); {result.Seconds:F0} s in all." ]
             table
             p [] [ str "Compression: encoder positions in / positions after the predictor. Speed-up: the base model's encoder time over MagnetWhisper's, measured side by side on the same batches; FLOP reduction: the same ratio of matrix-product FLOPs. Boundaries: precision, recall and F1 within ±20 ms of festival's phone boundaries, and the F1 of random boundaries at the same rate." ] ]
     // The first chart's page carries plotly.js; the other charts join it as div + script.
@@ -143,6 +145,7 @@ let run (args: ParseResults<DemoArgs>) : int =
     Args.require "--steps" (steps >= 1) $"must be at least 1, got {steps}"
     let layer = args.GetResult(Layer, defaults.Layer)
     Args.require "--layer" (layer >= 0) $"must be an encoder layer (0 or more), got {layer}"
+    let predictor = Args.value "--predictor" (fun () -> PredictorSpec.parseKind "--predictor" (args.GetResult(Predictor, "bp1")))
     let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, "auto")))
     let outputFlag = Args.typed [ "-o"; "--output" ]
     let runDir = args.GetResult(Output, "demo-run")
@@ -152,7 +155,7 @@ let run (args: ParseResults<DemoArgs>) : int =
     let corpus = asset args <@ Corpus @> "--corpus" "corpus"
     let model = asset args <@ Model @> "--model" "base-model"
     let settings =
-        { defaults with Corpus = corpus; Model = model; Steps = steps; Layer = layer; Seed = args.GetResult(Seed, defaults.Seed); Device = device }
+        { defaults with Corpus = corpus; Model = model; Steps = steps; Layer = layer; Predictor = predictor; Seed = args.GetResult(Seed, defaults.Seed); Device = device }
     let settings =
         try Experiment.validate settings
         with :? InvalidDataException as e -> invalidArg "--model" $"--model {model}: {e.Message}"

@@ -125,7 +125,8 @@ let private panels =
           [ MetricKeys.TrainLoss, "loss", StyleParam.DrawingStyle.Solid
             MetricKeys.TrainAsrLoss, "cross-entropy", StyleParam.DrawingStyle.Dash
             MetricKeys.TrainBoundaryLoss, "boundary loss", StyleParam.DrawingStyle.Dot
-            MetricKeys.EvalLoss, "dev loss", StyleParam.DrawingStyle.DashDot ] }
+            MetricKeys.EvalLoss, "dev loss", StyleParam.DrawingStyle.DashDot
+            MetricKeys.EvalAsrLoss, "dev cross-entropy", StyleParam.DrawingStyle.LongDash ] }
       { Title = "learning rate"; Keys = [ MetricKeys.TrainLearningRate, "learning rate", StyleParam.DrawingStyle.Solid ] }
       { Title = "dev WER, % (eval/wer)"; Keys = [ MetricKeys.EvalWer, "dev WER", StyleParam.DrawingStyle.Solid ] }
       { Title = "compression (kept fraction)"

@@ -108,6 +108,7 @@ module DemoSummary =
          | Some t -> w.WriteNumber("inference_threshold", t)
          | None -> w.WriteNull "inference_threshold"
          w.WriteNumber("layer", s.Layer)
+         w.WriteString("predictor", MagnetWhisper.Core.Magnet.PredictorSpec.kindName s.Predictor)
          w.WriteNumber("prior", s.Prior)
          w.WriteNumber("steps", s.Steps)
          w.WriteNumber("batch_size", s.BatchSize)

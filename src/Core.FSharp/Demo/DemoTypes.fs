@@ -5,6 +5,7 @@ namespace MagnetWhisper.Core.Demo
 open TorchSharp
 open MagnetWhisper.Core.Data
 open MagnetWhisper.Core.Evaluation
+open MagnetWhisper.Core.Magnet
 open MagnetWhisper.Core.Training
 open MagnetWhisper.Core.Whisper
 
@@ -14,9 +15,11 @@ type DemoSettings =
       Corpus: string
       /// The base model: a MagnetWhisper folder whose slot before `Layer` is Identity.
       Model: string
-      /// The encoder layer the BP1 runs before.
+      /// The encoder layer the predictor runs before.
       Layer: int
-      /// BP1's prior (expected boundary rate; phones ≈ 12/s against 50 encoder positions/s give ≈ 0.25).
+      /// The predictor's type (mean pooling whatever the type).
+      Predictor: PredictorKind
+      /// The predictor's prior (expected boundary rate; phones ≈ 12/s against 50 encoder positions/s give ≈ 0.25).
       Prior: float
       /// Fine-tuning updates.
       Steps: int
@@ -69,7 +72,7 @@ type DemoSettings =
     /// utterance. Measured on the built-in model (seed 0): before layer 2 with 300 updates the test WER rose 9.2 points
     /// (5.6 → 14.8 %) at 4.8x; before layer 3 with 400 updates 1.5 points (5.6 → 7.1 %) at 4.8x.
     static member Full =
-        { Corpus = ""; Model = ""; Layer = 3; Prior = 0.25; Steps = 400; BatchSize = 16; LearningRate = 3e-4
+        { Corpus = ""; Model = ""; Layer = 3; Predictor = Bp1; Prior = 0.25; Steps = 400; BatchSize = 16; LearningRate = 3e-4
           PredictorLearningRate = 1e-3; WarmupRatio = 0.05; RampEnd = 0.4; RampStairs = 8; CalibrateThreshold = true; CalibrationSplit = "dev"
           TrainedParts = Everything
           TemperatureStart = 1.0; TemperatureEnd = 0.1; Seed = 0L; TrainSplit = "train"

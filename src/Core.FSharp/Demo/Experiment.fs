@@ -74,7 +74,7 @@ module Experiment =
         let prior = settings.Prior.ToString("R", Globalization.CultureInfo.InvariantCulture)
         { TrainConfig.Default with
             Model = settings.Model
-            Predictors = [ $"{settings.Layer}:bp1:{prior}:mean" ]
+            Predictors = [ $"{settings.Layer}:{PredictorSpec.kindName settings.Predictor}:{prior}:mean" ]
             Data = manifestOf settings.Corpus
             DataSplits = [ settings.TrainSplit ]
             MaxSteps = settings.Steps
@@ -252,7 +252,7 @@ module Experiment =
         // 2. Fine-tuning with the predictor.
         let config = trainConfig settings
         let trainDir = Path.Combine(runDir, TrainFolder)
-        events.Stage { Number = 2; Total = total; Title = $"fine-tuning with a BP1 before encoder layer {settings.Layer} (prior {settings.Prior:G3}, mean pooling, phoneme targets): {settings.Steps} updates of {settings.BatchSize}" }
+        events.Stage { Number = 2; Total = total; Title = $"fine-tuning with a {(PredictorSpec.kindName settings.Predictor).ToUpperInvariant()} before encoder layer {settings.Layer} (prior {settings.Prior:G3}, mean pooling, phoneme targets): {settings.Steps} updates of {settings.BatchSize}" }
         let options: SupervisedOptions = { Device = device; StopAtStep = None; Ffmpeg = Audio.findFfmpeg () }
         let trainEvents = { SupervisedEvents.ProgressOnly events.Training with Evaluated = events.Evaluated }
         let trained = Supervised.run config trainDir false options trainEvents ct

@@ -13,6 +13,23 @@ module PredictorSpec =
     [<Literal>]
     let DefaultPrior = 0.08
 
+    /// The short name of a kind, as specs and flags write it ("bp1" … "bp4").
+    let kindName (kind: PredictorKind) : string =
+        match kind with
+        | Bp1 -> "bp1"
+        | Bp2 -> "bp2"
+        | Bp3 -> "bp3"
+        | Bp4 -> "bp4"
+
+    /// Parses a predictor type (bp1..bp4, or the original's class names); `source` names the flag or key in errors.
+    let parseKind (source: string) (text: string) : PredictorKind =
+        match text.Trim().ToLowerInvariant() with
+        | "bp1" | "boundarypredictor1" -> Bp1
+        | "bp2" | "boundarypredictor2" -> Bp2
+        | "bp3" | "boundarypredictor3" -> Bp3
+        | "bp4" | "boundarypredictor4" -> Bp4
+        | other -> invalidArg "predictor" $"{source}: unknown type '{other}' (bp1, bp2, bp3 or bp4)"
+
     /// Parses LAYER:TYPE[:PRIOR[:POOLING]] (TYPE bp1..bp4, POOLING attention|mean); `source` names where the text came
     /// from in errors ("--predictor", "key 'predictors'"). Raises ArgumentException.
     let parse (source: string) (spec: string) : PredictorSlot =
@@ -23,13 +40,7 @@ module PredictorSpec =
             match Int32.TryParse parts.[0] with
             | true, l -> l
             | _ -> invalidArg "predictor" $"{source} '{spec}': layer '{parts.[0]}' is not an integer"
-        let kind =
-            match parts.[1].Trim().ToLowerInvariant() with
-            | "bp1" | "boundarypredictor1" -> Bp1
-            | "bp2" | "boundarypredictor2" -> Bp2
-            | "bp3" | "boundarypredictor3" -> Bp3
-            | "bp4" | "boundarypredictor4" -> Bp4
-            | other -> invalidArg "predictor" $"{source} '{spec}': unknown type '{other}' (bp1, bp2, bp3 or bp4)"
+        let kind = parseKind $"{source} '{spec}'" parts.[1]
         let prior =
             if parts.Length >= 3 then
                 match Double.TryParse(parts.[2], NumberStyles.Float, CultureInfo.InvariantCulture) with

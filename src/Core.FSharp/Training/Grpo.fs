@@ -145,6 +145,14 @@ module Grpo =
                       Prompt = collate.Prompt
                       MaxNewTokens = 2 * int batch.Labels.shape.[1]
                       TextOf = fun ids -> collate.Tokenizer.Decode(ids, SkipAll) }
+        // eval/asr_loss: the dev data's token-mean cross-entropy with thresholded boundaries (the model stays in
+        // evaluation mode), the reward's main term as the deployed model sees it. No eval/loss: GRPO's collate reads no
+        // boundary targets.
+        session.DevLoss <-
+            Some(fun corpus ->
+                let loaderOptions = { Workers = common.Workers; Ahead = 2 * common.EvalBatchSize; Ffmpeg = options.Ffmpeg; Device = device }
+                let losses = DevLoss.measure model collate loaderOptions common.BatchSize Map.empty corpus.Utterances
+                [ MetricKeys.EvalAsrLoss, losses.CrossEntropy ])
         // The policy is the predictors: their peak rate is the one logged.
         let policyLearningRate = defaultArg common.PredictorLearningRate common.LearningRate
         let schedule = LearningRate.validate (LearningRateSchedule.WithWarmupRatio(common.MaxSteps, common.WarmupRatio, common.Decay))

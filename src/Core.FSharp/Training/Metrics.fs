@@ -70,6 +70,9 @@ module MetricKeys =
     /// HF: the evaluation loss.
     [<Literal>]
     let EvalLoss = "eval/loss"
+    /// The token-mean cross-entropy of a periodic evaluation (eval/loss without the boundary loss).
+    [<Literal>]
+    let EvalAsrLoss = "eval/asr_loss"
     /// Word error rate × 100 of a periodic evaluation.
     [<Literal>]
     let EvalWer = "eval/wer"
@@ -131,7 +134,7 @@ module MetricKeys =
         [ TrainLoss; TrainLearningRate; TrainGradNorm; TrainEpoch; TrainCompressionRatio; TrainBoundaryLoss
           TrainBoundaryTemperature; TrainBoundaryTargetProgress; TrainBoundaryCv; TrainBoundaryAdjacentPct
           TrainScheduledPrior; TrainBoundaryLossWeight; TrainGrpoRewardMean; TrainGrpoRewardStd; TrainAsrLoss
-          TrainTotalLoss; TrainPolicyLoss; EvalLoss; EvalWer; EvalNumSamples; EvalCompressionRatio; EvalBoundaryCv
+          TrainTotalLoss; TrainPolicyLoss; EvalLoss; EvalAsrLoss; EvalWer; EvalNumSamples; EvalCompressionRatio; EvalBoundaryCv
           EvalBoundaryAdjacentPct; EvaluationWer; EvaluationCompressionRatio; EvaluationCer; EvaluationRawWer; FinalTestWer; FinalTestSamples
           TestWer; TestCer; TestRawWer; TestNumSamples; TestCompressionRatio ]
 

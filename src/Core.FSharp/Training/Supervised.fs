@@ -92,30 +92,13 @@ module Supervised =
             BatchLoader(collate, batching, { Workers = config.Workers; Ahead = 4 * config.BatchSize; Ffmpeg = options.Ffmpeg; Device = device }, session.Train.Utterances)
         let schedule = LearningRate.validate (LearningRateSchedule.WithWarmupRatio(config.MaxSteps, config.WarmupRatio, config.Decay))
         // eval/loss: the training loss on the dev data in evaluation mode (thresholded boundaries, no dropout), token-mean
-        // cross-entropy plus utterance-mean boundary loss at the step's schedules, in the corpus order.
+        // cross-entropy plus utterance-mean boundary loss at the step's schedules; eval/asr_loss: the cross-entropy alone.
         session.DevLoss <-
             Some(fun corpus ->
-                let devBatching = { batching with Shuffle = false; BucketWindow = None }
-                let devLoader = BatchLoader(collate, devBatching, { Workers = config.Workers; Ahead = 2 * config.EvalBatchSize; Ffmpeg = options.Ffmpeg; Device = device }, corpus.Utterances)
                 let schedules = PredictorCurves.schedules curves (Curve.progress session.Step config.MaxSteps)
-                use _ = torch.no_grad()
-                let mutable ce, tokens, boundary, utterances = 0.0, 0L, 0.0, 0L
-                for loaded in devLoader.Batches(BatchPosition.Start, 0, CancellationToken.None) do
-                    use batch = loaded.Batch
-                    use _ = torch.NewDisposeScope()
-                    let input =
-                        { ForwardInput.Evaluation(batch.Mel, Some batch.FrameMask, batch.Labels) with
-                            DecoderInputs = Some batch.DecoderInputs
-                            TokenMask = Some batch.TokenMask
-                            TargetMatrix = batch.TargetMatrix
-                            Schedules = schedules }
-                    let sums = LossSums.magnet model input
-                    let counts = TrainingStep.countsOf batch.Labels
-                    ce <- ce + TrainingStep.value sums.TokenCrossEntropy
-                    boundary <- boundary + TrainingStep.value sums.BoundaryLoss
-                    tokens <- tokens + counts.Tokens
-                    utterances <- utterances + counts.Utterances
-                ce / float (max 1L tokens) + boundary / float (max 1L utterances))
+                let loaderOptions = { Workers = config.Workers; Ahead = 2 * config.EvalBatchSize; Ffmpeg = options.Ffmpeg; Device = device }
+                let losses = DevLoss.measure model collate loaderOptions config.BatchSize schedules corpus.Utterances
+                [ MetricKeys.EvalLoss, losses.CrossEntropy + losses.BoundaryLoss; MetricKeys.EvalAsrLoss, losses.CrossEntropy ])
         let clock = Stopwatch.StartNew()
         for loaded in session.Batches loader do
             let step = session.Step

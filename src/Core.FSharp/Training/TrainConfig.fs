@@ -83,6 +83,9 @@ type TrainConfig =
       LogEvery: int
       /// Dev evaluation every this many steps; 0 = only at the end (`eval_every`).
       EvalEvery: int
+      /// A new run also evaluates the dev data before its first update (step 0), so its curves start from the starting
+      /// point and best/ is only replaced by a better model (`eval_at_start`).
+      EvalAtStart: bool
       /// Utterances decoded together during evaluation (`eval_batch_size`).
       EvalBatchSize: int
       /// Evaluations without a better dev WER before the run stops; 0 = never stop early (`early_stopping_patience`).
@@ -116,7 +119,7 @@ module TrainConfig =
           DecoderLayers = None; AttentionHeads = None; FfnDim = None; VocabSize = None; Data = ""; DevData = None; DataSplits = []; DevSplits = []; TestData = None; TestSplits = []; MaxSteps = 1000; BatchSize = 16; MicroBatches = 1; LearningRate = 1e-5
           PredictorLearningRate = Some 1e-3; WarmupRatio = 0.1; Decay = LinearDecay; WeightDecay = 0.01
           MaxGradientNorm = Some 2.0; TrainedParts = Everything; Targets = []; TemperatureStart = 1.0; TemperatureEnd = 0.1; Schedules = Map.empty
-          LogEvery = 10; EvalEvery = 500; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
+          LogEvery = 10; EvalEvery = 500; EvalAtStart = false; EvalBatchSize = 16; EarlyStoppingPatience = 0; CheckpointEvery = 500
           KeepCheckpoints = 3; Seed = 0L; Language = "en"; Workers = 2; MaxDuration = None
           MaxNonFiniteSteps = 10; SpecAugment = None; CtcWeight = 0.0 }
 
@@ -286,6 +289,12 @@ module TrainConfig =
           k ScheduleOverrides.Key (fun at v c -> { c with Schedules = ScheduleOverrides.parse at v }) (fun w c -> ScheduleOverrides.write w c.Schedules)
           k "log_every" (fun at v c -> { c with LogEvery = int' at "log_every" 1 v }) (fun w c -> w.WriteNumber("log_every", c.LogEvery))
           k "eval_every" (fun at v c -> { c with EvalEvery = int' at "eval_every" 0 v }) (fun w c -> w.WriteNumber("eval_every", c.EvalEvery))
+          k "eval_at_start" (fun at v c ->
+                match v.ValueKind with
+                | JsonValueKind.True -> { c with EvalAtStart = true }
+                | JsonValueKind.False -> { c with EvalAtStart = false }
+                | _ -> fail at "eval_at_start" $"must be true or false, got {v.GetRawText()}")
+              (fun w c -> w.WriteBoolean("eval_at_start", c.EvalAtStart))
           k "eval_batch_size" (fun at v c -> { c with EvalBatchSize = int' at "eval_batch_size" 1 v }) (fun w c -> w.WriteNumber("eval_batch_size", c.EvalBatchSize))
           k "early_stopping_patience" (fun at v c -> { c with EarlyStoppingPatience = int' at "early_stopping_patience" 0 v })
               (fun w c -> w.WriteNumber("early_stopping_patience", c.EarlyStoppingPatience))

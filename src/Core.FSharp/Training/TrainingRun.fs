@@ -273,8 +273,9 @@ module TrainingRun =
         member _.Train = train
         /// The dev corpus (dev_data), if any.
         member _.Dev = dev
-        /// The dev loss of the model as it is, logged as eval/loss at each dev evaluation (a trainer's own loss).
-        member val DevLoss: (Corpus -> float) option = None with get, set
+        /// The dev losses of the model as it is (a trainer's own, e.g. eval/loss and eval/asr_loss), logged with each dev
+        /// evaluation's scores.
+        member val DevLoss: (Corpus -> (string * float) list) option = None with get, set
         /// The newest checkpoint folder.
         member _.LastCheckpoint = lastCheckpoint
         /// The data position to go on from.
@@ -282,8 +283,10 @@ module TrainingRun =
 
         /// The batches of the run from its data position until the run ends (the loop's body decides that through
         /// EndStep); fails when the data runs out first.
-        member _.Batches(loader: BatchLoader) : seq<LoadedBatch> =
+        member s.Batches(loader: BatchLoader) : seq<LoadedBatch> =
             seq {
+                // eval_at_start: a new run's step-0 evaluation, after the trainer has set DevLoss.
+                if config.EvalAtStart && step = 0 && dev.IsSome then s.Evaluate()
                 // The loader's epochs: enough for max_steps batches of a corpus whose every epoch has at least one batch.
                 use e = loader.Batches(position, position.Epoch + config.MaxSteps, CancellationToken.None).GetEnumerator()
                 while outcome.IsNone do
@@ -326,12 +329,12 @@ module TrainingRun =
                 let training = model.training
                 model.eval()
                 let result = Evaluator.evaluate model evaluation corpus ignore CancellationToken.None
-                let loss = s.DevLoss |> Option.map (fun f -> f corpus)
+                let losses = s.DevLoss |> Option.map (fun f -> f corpus) |> Option.defaultValue []
                 if training then model.train() else model.eval()
                 let wer, cer, compression = scores result
                 let values =
                     scoreValues (MetricKeys.EvalWer, MetricKeys.EvaluationCer, MetricKeys.EvaluationRawWer, MetricKeys.EvalNumSamples, MetricKeys.EvalCompressionRatio) result
-                sink.Log(int64 step, (loss |> Option.map (fun l -> MetricKeys.EvalLoss, l) |> Option.toList) @ values)
+                sink.Log(int64 step, losses @ values)
                 let isBest =
                     match standing.Best with
                     | Some(best, _) when not (wer < best) ->

@@ -122,7 +122,28 @@ let tests =
             Expect.equal (evals |> List.map fst) [ 2L ] "eval/wer at step 2"
             Expect.equal (result.Best |> Option.map (fun (w, s) -> 100.0 * w, s)) (Some(snd evals.Head, 2)) "best by dev WER (logged in percent)"
             Expect.isTrue (File.Exists(Path.Combine(dir, "best", "config.json"))) "best/ written"
+            // eval/asr_loss: the evaluated policy (final/ = after step 2) on the dev corpus, thresholded boundaries.
+            let asr = TrainingFixtures.metrics dir ((=) MetricKeys.EvalAsrLoss)
+            Expect.equal (asr |> List.map (fun (s, _, _) -> s)) [ 2L ] "eval/asr_loss at step 2"
+            let ce, _ = TrainingFixtures.devLosses (Path.Combine(dir, "final")) (temp.Sub "corpus") [ MagnetWhisper.Core.Data.NoTarget ]
+            let _, _, actual = asr.Head
+            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } actual ce "eval/asr_loss = token-mean CE of the dev data"
             Expect.equal (GrpoConfig.read (Path.Combine(dir, TrainingRun.ConfigFile))) c "config.json reads back as the configuration"
+        }
+
+        test "eval_at_start: a new run evaluates the starting policy at step 0, then at the end" {
+            use temp = new MagnetFixtures.Temp()
+            let c0 = setup temp
+            let c = { c0 with Common = { c0.Common with DevData = Some(temp.Sub "corpus"); EvalEvery = 0; EvalAtStart = true; MaxSteps = 2; EvalBatchSize = 4 } }
+            let dir = temp.Sub "run"
+            run c dir false options CancellationToken.None |> ignore
+            let steps key = TrainingFixtures.metrics dir ((=) key) |> List.map (fun (s, _, _) -> s)
+            Expect.equal (steps MetricKeys.EvalWer) [ 0L; 2L ] "eval/wer at the start and the end"
+            Expect.equal (steps MetricKeys.EvalAsrLoss) [ 0L; 2L ] "eval/asr_loss at the start and the end"
+            // Step 0 is the starting model folder itself.
+            let ce, _ = TrainingFixtures.devLosses (temp.Sub "model") (temp.Sub "corpus") [ MagnetWhisper.Core.Data.NoTarget ]
+            let _, _, first = TrainingFixtures.metrics dir ((=) MetricKeys.EvalAsrLoss) |> List.head
+            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } first ce "step 0: the starting policy's dev cross-entropy"
         }
 
         test "test_data: a completed GRPO run evaluates final/ on it without dev data and logs test/wer" {

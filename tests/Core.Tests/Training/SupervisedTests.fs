@@ -141,30 +141,14 @@ let tests =
             // time, in evaluation mode: Σ token cross-entropy / tokens + Σ boundary losses / utterances.
             let logged = TrainingFixtures.metrics dir ((=) MetricKeys.EvalLoss)
             Expect.equal (logged |> List.map (fun (s, _, _) -> s)) [ 2L ] "eval/loss at step 2"
-            use model = MagnetFormat.load (Path.Combine(dir, "final")) torch.CPU torch.float32
-            model.eval()
-            let collate = MagnetWhisper.Core.Data.CollateOptions.ForMagnet(model, "en", MagnetWhisper.Core.Text.Transcribe, [ MagnetWhisper.Core.Data.Characters ])
-            let corpus = MagnetWhisper.Core.Data.Corpora.read MagnetWhisper.Core.Data.CorpusOptions.Default (temp.Sub "corpus")
-            let one: MagnetWhisper.Core.Data.BatchingOptions = { Seed = 0L; Shuffle = false; Size = MagnetWhisper.Core.Data.Utterances 1; BucketWindow = None }
-            let loader = MagnetWhisper.Core.Data.BatchLoader(collate, one, { MagnetWhisper.Core.Data.LoaderOptions.Default with Workers = 1; Ffmpeg = None }, corpus.Utterances)
-            use _ = torch.no_grad()
-            let mutable ce, tokens, boundary, rows = 0.0, 0L, 0.0, 0
-            for loaded in loader.Batches(MagnetWhisper.Core.Data.BatchPosition.Start, 0, CancellationToken.None) do
-                use b = loaded.Batch
-                use r = model.Forward { ForwardInput.Evaluation(b.Mel, Some b.FrameMask, b.Labels) with DecoderInputs = Some b.DecoderInputs; TokenMask = Some b.TokenMask; TargetMatrix = b.TargetMatrix }
-                let logits = r.Logits.to_type(torch.float64)
-                let labels = b.Labels.reshape(-1L)
-                let counted = labels.ne(torch.tensor(-100L))
-                let logp = torch.nn.functional.log_softmax(logits.reshape(-1L, logits.shape.[2]), 1L)
-                let picked = logp.gather(1L, labels.clamp_min(0L).unsqueeze(1L)).squeeze(1L)
-                ce <- ce - (picked * counted.to_type(torch.float64)).sum().item<float>()
-                tokens <- tokens + counted.sum().item<int64>()
-                boundary <- boundary + (r.Encoder.Layers |> List.sumBy (fun l -> l.Output.LossPerUtterance.to_type(torch.float64).sum().item<float>()))
-                rows <- rows + 1
-            Expect.equal rows 4 "the four dev utterances"
-            let expected = ce / float tokens + boundary / float rows
+            let ce, boundary = TrainingFixtures.devLosses (Path.Combine(dir, "final")) (temp.Sub "corpus") [ MagnetWhisper.Core.Data.Characters ]
+            let expected = ce + boundary
             let _, _, actual = logged.Head
             Expect.floatClose { absolute = 1e-4; relative = 1e-4 } actual expected "eval/loss = token-mean CE + utterance-mean boundary loss"
+            let asr = TrainingFixtures.metrics dir ((=) MetricKeys.EvalAsrLoss)
+            Expect.equal (asr |> List.map (fun (s, _, _) -> s)) [ 2L ] "eval/asr_loss at step 2"
+            let _, _, actualCe = asr.Head
+            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } actualCe ce "eval/asr_loss = token-mean CE"
         }
 
         test "test_data: a completed run evaluates best/ (final/ without dev data) on it, logs test/wer and reports it" {

@@ -153,3 +153,30 @@ let metrics (runDir: string) (keep: string -> bool) : (int64 * string * float) l
 let folderState (dir: string) : (string * Tensor) list =
     use m = MagnetFormat.load dir torch.CPU torch.float32
     [ for n, t in m.State -> n, t.detach().clone().DetachFromDisposeScope() ]
+
+/// The dev losses of a model folder on a corpus folder, recomputed independently of DevLoss (float64 log-softmax,
+/// one utterance at a time, evaluation mode): (Σ token cross-entropy / tokens, Σ boundary losses / utterances).
+let devLosses (modelDir: string) (corpusDir: string) (targets: MagnetWhisper.Core.Data.TargetKind list) : float * float =
+    use model = MagnetFormat.load modelDir torch.CPU torch.float32
+    model.eval()
+    let collate = MagnetWhisper.Core.Data.CollateOptions.ForMagnet(model, "en", MagnetWhisper.Core.Text.Transcribe, targets)
+    let corpus = MagnetWhisper.Core.Data.Corpora.read MagnetWhisper.Core.Data.CorpusOptions.Default corpusDir
+    let one: MagnetWhisper.Core.Data.BatchingOptions = { Seed = 0L; Shuffle = false; Size = MagnetWhisper.Core.Data.Utterances 1; BucketWindow = None }
+    let loader = MagnetWhisper.Core.Data.BatchLoader(collate, one, { MagnetWhisper.Core.Data.LoaderOptions.Default with Workers = 1; Ffmpeg = None }, corpus.Utterances)
+    use _ = torch.no_grad()
+    let mutable ce, tokens, boundary, rows = 0.0, 0L, 0.0, 0
+    for loaded in loader.Batches(MagnetWhisper.Core.Data.BatchPosition.Start, 0, System.Threading.CancellationToken.None) do
+        use b = loaded.Batch
+        use _ = torch.NewDisposeScope()
+        use r = model.Forward { ForwardInput.Evaluation(b.Mel, Some b.FrameMask, b.Labels) with DecoderInputs = Some b.DecoderInputs; TokenMask = Some b.TokenMask; TargetMatrix = b.TargetMatrix }
+        let logits = r.Logits.to_type(torch.float64)
+        let labels = b.Labels.reshape(-1L)
+        let counted = labels.ne(torch.tensor(-100L))
+        let logp = torch.nn.functional.log_softmax(logits.reshape(-1L, logits.shape.[2]), 1L)
+        let picked = logp.gather(1L, labels.clamp_min(0L).unsqueeze(1L)).squeeze(1L)
+        ce <- ce - (picked * counted.to_type(torch.float64)).sum().item<float>()
+        tokens <- tokens + counted.sum().item<int64>()
+        boundary <- boundary + (r.Encoder.Layers |> List.sumBy (fun l -> l.Output.LossPerUtterance.to_type(torch.float64).sum().item<float>()))
+        rows <- rows + 1
+    if rows <> corpus.Utterances.Length then failwith $"devLosses saw {rows} of {corpus.Utterances.Length} utterances"
+    ce / float tokens, boundary / float rows
