@@ -1,5 +1,5 @@
 /// `magnet demo`: the whole experiment of issue 11 §4 on the built-in corpus and base model (data/demo): the base
-/// model evaluated, a BP1 added and fine-tuned with phoneme-count targets and a compression schedule, both models
+/// model evaluated, a boundary predictor (BP2 by default) added and fine-tuned with phoneme-count targets and a compression schedule, both models
 /// evaluated and timed, RUN_DIR/summary.json and RUN_DIR/report.html written and a summary table printed. The
 /// experiment itself is MagnetWhisper.Core.Demo.Experiment; this file parses flags and prints. `magnet demo toy` is
 /// the tensor-core demonstration on synthetic vectors (DemoToy.fs).
@@ -40,7 +40,7 @@ type DemoArgs =
             | Quick -> "the same stages on 24 utterances per split and 24 updates (about 2 minutes on 2 cores)."
             | Seed _ -> "seed of the data order, boundary sampling and the predictor's weights (default 0)."
             | Layer _ -> "the encoder layer the predictor runs before (default 3)."
-            | Predictor _ -> "the predictor's type: bp1 (default), bp2, bp3 or bp4, with mean pooling."
+            | Predictor _ -> "the predictor's type: bp2 (default), bp1, bp3 or bp4, with mean pooling."
             | Steps _ -> "fine-tuning updates (default 400; 24 with --quick)."
             | Device _ -> "auto (default), cpu, cuda or cuda:N."
             | Corpus _ -> "a corpus folder with manifest.jsonl (splits train, dev, test, test-unseen-voice); default data/demo/corpus."
@@ -145,7 +145,7 @@ let run (args: ParseResults<DemoArgs>) : int =
     Args.require "--steps" (steps >= 1) $"must be at least 1, got {steps}"
     let layer = args.GetResult(Layer, defaults.Layer)
     Args.require "--layer" (layer >= 0) $"must be an encoder layer (0 or more), got {layer}"
-    let predictor = Args.value "--predictor" (fun () -> PredictorSpec.parseKind "--predictor" (args.GetResult(Predictor, "bp1")))
+    let predictor = Args.value "--predictor" (fun () -> PredictorSpec.parseKind "--predictor" (args.GetResult(Predictor, PredictorSpec.kindName defaults.Predictor)))
     let device = Args.value "--device" (fun () -> Device.parse (args.GetResult(Device, "auto")))
     let outputFlag = Args.typed [ "-o"; "--output" ]
     let runDir = args.GetResult(Output, "demo-run")

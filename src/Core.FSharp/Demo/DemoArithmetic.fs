@@ -69,7 +69,7 @@ module DemoArithmetic =
         if stairs < 1 then invalidArg (nameof stairs) $"the ramp needs at least one step, got {stairs}"
         [ for k in 1 .. stairs -> rampEnd * float k / float stairs, float k / float stairs ]
 
-    /// The inference threshold that keeps as many positions as the targets ask for: BP1 trains on sampled boundaries
+    /// The inference threshold that keeps as many positions as the targets ask for: a predictor trains on sampled boundaries
     /// (Bernoulli(p) per position), so its expected count is Σ p, while inference keeps the positions with p above
     /// the threshold; before the probabilities are near 0 or 1 the two counts differ widely. Over the calibration
     /// utterances' valid-position probabilities, the threshold halfway between the K-th and the (K+1)-th largest,

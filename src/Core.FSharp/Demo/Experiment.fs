@@ -1,7 +1,7 @@
 namespace MagnetWhisper.Core.Demo
 
 // `magnet demo` (issue 11 §4): the whole experiment on a corpus and a base model (by default the built-in ones of
-// data/demo). 1. the base model is evaluated on dev, test and test-unseen-voice; 2. a BP1 with mean pooling is added
+// data/demo). 1. the base model is evaluated on dev, test and test-unseen-voice; 2. a predictor (BP2 by default) with mean pooling is added
 // before an encoder layer and the model is fine-tuned with phoneme-count targets and a compression schedule by the
 // supervised trainer (RUN_DIR/train is an ordinary run folder); 3. both models are evaluated on the test splits (WER,
 // CER, compression, boundary precision/recall/F1 against the phone alignments and the random baseline) and their
@@ -67,7 +67,7 @@ module Experiment =
             if File.Exists m then m else raise (FileNotFoundException($"{corpus}: the folder has no manifest.jsonl (make one with magnet corpus synth)", m))
         else raise (FileNotFoundException($"{corpus}: no such corpus file or folder", corpus))
 
-    /// The supervised configuration of the fine-tuning (docs/TRAINING.md keys): the base model with a BP1 before
+    /// The supervised configuration of the fine-tuning (docs/TRAINING.md keys): the base model with the predictor before
     /// `Layer` (mean pooling), phoneme-count targets, the compression schedule rising in stairs to the target by
     /// `RampEnd`, no dev evaluation and no intermediate checkpoints (final/ is evaluated).
     let trainConfig (settings: DemoSettings) : TrainConfig =

@@ -59,11 +59,19 @@ type BoundaryPredictor2(config: PredictorConfig, dim: int) as this =
     /// Similarity of frames t and t+1 through the shared residual MLP; the pooled features are hidden itself.
     override this.Score(hidden: Tensor, mask: Tensor option, generator: torch.Generator option) : BoundaryScores =
         let l = hidden.shape.[1]
-        let side (projection: Modules.Linear) (frames: Tensor) =
+        let enhance (frames: Tensor) =
             let x = PredictorCore.normalize (PredictorCore.dropout this.training config.Dropout generator frames)
-            projection.forward(PredictorCore.normalize (x + mlp.forward x))
-        let q = side qProj (hidden.narrow(1L, 0L, max 0L (l - 1L)))
-        let k = side kProj (hidden.narrow(1L, min 1L l, max 0L (l - 1L)))
+            PredictorCore.normalize (x + mlp.forward x)
+        let first (t: Tensor) = t.narrow(1L, 0L, max 0L (l - 1L))
+        let rest (t: Tensor) = t.narrow(1L, min 1L l, max 0L (l - 1L))
+        let q, k =
+            if this.training && config.Dropout > 0.0 then
+                // Each side draws its own dropout mask, as the original does: the MLP runs on both.
+                qProj.forward (enhance (first hidden)), kProj.forward (enhance (rest hidden))
+            else
+                // Without dropout both sides are the same frames' MLP output shifted by one: run it once, half the cost.
+                let enhanced = enhance hidden
+                qProj.forward (first enhanced), kProj.forward (rest enhanced)
         let p = PredictorCore.similarityProbabilities ((q * k).sum(-1L)) (this.get_parameter "similarity_bias") mask
         { Probabilities = p; Logits = None; Features = hidden }
 
