@@ -124,9 +124,11 @@ let private panels =
         Keys =
           [ MetricKeys.TrainLoss, "loss", StyleParam.DrawingStyle.Solid
             MetricKeys.TrainAsrLoss, "cross-entropy", StyleParam.DrawingStyle.Dash
-            MetricKeys.TrainBoundaryLoss, "boundary loss", StyleParam.DrawingStyle.Dot
-            MetricKeys.EvalLoss, "dev loss", StyleParam.DrawingStyle.DashDot
-            MetricKeys.EvalAsrLoss, "dev cross-entropy", StyleParam.DrawingStyle.LongDash ] }
+            MetricKeys.EvalLoss, "dev loss", StyleParam.DrawingStyle.DashDot ] }
+      // Apart from the loss: the dev cross-entropy moves by a few percent, the boundary loss is often ten times larger.
+      { Title = "dev cross-entropy (eval/asr_loss)"; Keys = [ MetricKeys.EvalAsrLoss, "dev cross-entropy", StyleParam.DrawingStyle.Solid ] }
+      { Title = "boundary loss"; Keys = [ MetricKeys.TrainBoundaryLoss, "boundary loss", StyleParam.DrawingStyle.Solid ] }
+      { Title = "GRPO reward (mean over the rollout)"; Keys = [ MetricKeys.TrainGrpoRewardMean, "reward", StyleParam.DrawingStyle.Solid ] }
       { Title = "learning rate"; Keys = [ MetricKeys.TrainLearningRate, "learning rate", StyleParam.DrawingStyle.Solid ] }
       { Title = "dev WER, % (eval/wer)"; Keys = [ MetricKeys.EvalWer, "dev WER", StyleParam.DrawingStyle.Solid ] }
       { Title = "compression (kept fraction)"
