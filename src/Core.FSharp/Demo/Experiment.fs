@@ -22,6 +22,7 @@ open MagnetWhisper.Core.Evaluation
 open MagnetWhisper.Core.Magnet
 open MagnetWhisper.Core.Training
 open MagnetWhisper.Core.Whisper
+open MagnetWhisper.Core.Synthesis
 
 /// The demo experiment.
 [<RequireQualifiedAccess>]
@@ -61,10 +62,10 @@ module Experiment =
 
     /// The manifest of a corpus argument: the file itself, or manifest.jsonl in the folder.
     let manifestOf (corpus: string) : string =
-        if File.Exists corpus then corpus
+        let manifest = SynthCorpus.manifestOf corpus
+        if File.Exists manifest then manifest
         elif Directory.Exists corpus then
-            let m = Path.Combine(corpus, "manifest.jsonl")
-            if File.Exists m then m else raise (FileNotFoundException($"{corpus}: the folder has no manifest.jsonl (make one with magnet corpus synth)", m))
+            raise (FileNotFoundException($"{corpus}: the folder has no {SynthCorpus.ManifestName} (make one with magnet corpus synth)", Path.Combine(corpus, SynthCorpus.ManifestName)))
         else raise (FileNotFoundException($"{corpus}: no such corpus file or folder", corpus))
 
     /// The supervised configuration of the fine-tuning (docs/TRAINING.md keys): the base model with the predictor before

@@ -97,11 +97,8 @@ module Pretrain =
     /// The base model's stored dtype.
     let baseModelDType = torch.float16
 
-    /// The manifest of a corpus argument: a folder holding manifest.jsonl means that manifest; anything else is
-    /// taken as given (Corpora.read decides).
-    let corpusPath (corpus: string) : string =
-        let manifest = Path.Combine(corpus, SynthCorpus.ManifestName)
-        Path.GetFullPath(if Directory.Exists corpus && File.Exists manifest then manifest else corpus)
+    /// The manifest of a corpus argument (SynthCorpus.manifestOf) as a full path.
+    let corpusPath (corpus: string) : string = Path.GetFullPath(SynthCorpus.manifestOf corpus)
 
     /// True when the folder is missing or empty (a new run may start there).
     let isFresh (runDir: string) : bool =

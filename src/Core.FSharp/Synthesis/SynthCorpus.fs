@@ -58,6 +58,12 @@ module SynthCorpus =
     [<Literal>]
     let ManifestName = "manifest.jsonl"
 
+    /// The manifest of a corpus argument: a folder holding manifest.jsonl means that manifest; anything else (a
+    /// manifest, another corpus format, a missing path) is returned as given, for the caller's reader to judge.
+    let manifestOf (corpus: string) : string =
+        let manifest = Path.Combine(corpus, ManifestName)
+        if Directory.Exists corpus && File.Exists manifest then manifest else corpus
+
     /// The split names. The sentences of train, dev and test are disjoint; test-unseen-voice speaks test sentences
     /// with the one voice train and dev never hear.
     let splits = [ "train"; "dev"; "test"; "test-unseen-voice" ]
