@@ -96,6 +96,26 @@ public sealed class SupervisedTrainerTests : IDisposable
     };
 
     [Fact]
+    public async Task EvalAtStartEvaluatesTheStartingModelAtStep0ThenAtTheEnd()
+    {
+        var (model, corpus) = Setup();
+        var trainer = new SupervisedTrainer(new SupervisedTrainingOptions
+        {
+            Model = model, Data = corpus, DevData = corpus, MaxSteps = 1, BatchSize = 2, LearningRate = 1e-3, PredictorLearningRate = 1e-2,
+            LogEvery = 1, EvalEvery = 0, EvalAtStart = true, EvalBatchSize = 4, CheckpointEvery = 0, Seed = 3,
+            Targets = new[] { "characters" }, Workers = 1, Device = "cpu",
+        });
+        var evaluations = new List<TrainingEvaluatedEventArgs>();
+        trainer.Evaluated += (_, e) => evaluations.Add(e);
+        var result = await trainer.TrainAsync(Path.Combine(root, "at-start"));
+        Assert.Equal(TrainingOutcome.Completed, result.Outcome);
+        Assert.Equal(new[] { 0, 1 }, evaluations.Select(e => e.Step));
+        // The starting model is the first best: a later evaluation replaces it only with a lower WER.
+        Assert.True(evaluations[0].IsBest);
+        Assert.Equal(evaluations[1].WordErrorRate < evaluations[0].WordErrorRate, evaluations[1].IsBest);
+    }
+
+    [Fact]
     public async Task ARunCancelledAfterStep2AndResumedHasTheUninterruptedRunsLossesBitForBit()
     {
         var (model, corpus) = Setup();
