@@ -181,18 +181,9 @@ module Experiment =
                 Predictors =
                     [ for s in model.Options.Predictors ->
                           if s.Layer = layer then { s with Predictor = { s.Predictor with InferenceThreshold = Some threshold } } else s ] }
-        let copy = new MagnetWhisperModel(model.Config, model.GenerationConfig, options, false)
-        try
-            model.CtcHeadClasses |> Option.iter copy.AttachCtcHead
-            copy.``to``(model.Device, model.DType) |> ignore
-            let mine = dict copy.State
-            use _ = torch.no_grad()
-            for n, t in model.State do mine.[n].copy_(t) |> ignore
-            copy.eval()
-            copy
-        with _ ->
-            copy.Dispose()
-            reraise ()
+        let copy = model.WithOptions(options, "the fine-tuned model")
+        copy.eval()
+        copy
 
     /// The inference threshold of the predictor before `layer` that keeps as many positions as the phoneme counts of
     /// the calibration split's utterances (DemoArithmetic.calibratedThreshold), from each utterance's probabilities.

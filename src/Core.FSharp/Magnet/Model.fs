@@ -319,6 +319,28 @@ type MagnetWhisperModel private (generation: GenerationConfig option, encoder: M
             m.Dispose()
             reraise ()
 
+    /// A new model with other options (e.g. predictors added in Identity slots, another inference threshold): the
+    /// same configuration, generation configuration and CTC head, every tensor of this model copied into it, on this
+    /// model's device and dtype and in its mode. Modules only the new options have are drawn fresh from the global
+    /// generator (in slot order). `source` names this model in the error raised when one of its tensors has no
+    /// counterpart under the new options.
+    member this.WithOptions(newOptions: MagnetOptions, source: string) : MagnetWhisperModel =
+        let m = new MagnetWhisperModel(config, generation, newOptions, false)
+        try
+            this.CtcHeadClasses |> Option.iter m.AttachCtcHead
+            m.``to``(this.Device, this.DType) |> ignore
+            let mine = dict m.State
+            use _ = torch.no_grad()
+            for n, t in this.State do
+                match mine.TryGetValue n with
+                | true, target -> target.copy_(t) |> ignore
+                | _ -> invalidOp $"the tensor '{n}' of {source} has no counterpart with the new options"
+            if this.training then m.train() else m.eval()
+            m
+        with _ ->
+            m.Dispose()
+            reraise ()
+
     /// Encodes a batch as decoding sees it (ISpeechModel.Encode: inference, thresholded boundaries, cut to the longest
     /// utterance) and lets `read` look at the full encoder output of that same forward (e.g. each predictor's
     /// boundary counts) before its other tensors are freed. The audio lands in the caller's dispose scope.

@@ -150,19 +150,7 @@ module StartingPoint =
         | MagnetFolderWithPredictors(dir, options) ->
             use saved = MagnetFormat.load dir torch.CPU torch.float32
             // The new slots' modules are drawn here, in slot order, from the global generator.
-            let m = new MagnetWhisperModel(saved.Config, saved.GenerationConfig, options, false)
-            try
-                saved.CtcHeadClasses |> Option.iter m.AttachCtcHead
-                let mine = dict m.State
-                use _ = torch.no_grad()
-                for n, t in saved.State do
-                    match mine.TryGetValue n with
-                    | true, target -> target.copy_(t) |> ignore
-                    | _ -> invalidOp $"the tensor '{n}' of {dir} has no counterpart with the new predictors"
-            with _ ->
-                m.Dispose()
-                reraise ()
-            moved m
+            moved (saved.WithOptions(options, dir))
         | OriginalFolder dir -> OriginalCheckpoint.import ImportOptions.Original dir device dtype
         | WhisperFolder(dir, options) ->
             use whisper = WhisperModel.fromPretrained dir torch.CPU torch.ScalarType.Float32
